@@ -1,0 +1,20 @@
+# The two set-up commands of the README. Both install what is missing first and are fast
+# when everything is already there.
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG := packaging/etc/jailwarden.toml
+
+.PHONY: run test bench deps
+
+deps:
+	@sh packaging/deps.sh $(VENV)
+
+run: deps
+	@echo "jailwarden: the daemon does not exist yet; checking the bundled default config ($(CONFIG)) instead"
+	$(VENV)/bin/jailwarden check-config --config $(CONFIG)
+
+test: deps
+	$(PY) -m pytest -q tests
+
+bench: deps
+	$(PY) tests/bench/bench_sshd.py

@@ -1,0 +1,1 @@
+"""Firewall backends: putting bans into the kernel and taking them out."""

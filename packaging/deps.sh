@@ -1,0 +1,43 @@
+#!/bin/sh
+# Installs what jailwarden needs to build, run and test from a source checkout, and nothing
+# that is already there. The one list of system packages; later work extends it here.
+# Usage: packaging/deps.sh [VENV_DIR]      (root on Debian 12 / Ubuntu; idempotent)
+set -eu
+
+# Build: libsystemd-dev, pkg-config and gcc compile systemd-python; python3-venv makes the venv.
+# Runtime: iptables carries libxtables/libiptc that python-iptables loads; ipset and nftables
+# carry the kernel-side libraries (libnftables) the firewall backends bind to.
+APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables"
+
+VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+missing=""
+for pkg in $APT_PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $pkg"
+    fi
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: missing system packages:$missing -- run as root or install them with apt-get" >&2
+        exit 1
+    fi
+    echo "deps: installing system packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# The venv is rebuilt only when the project's declared dependencies changed since the last install.
+stamp="$VENV/.jailwarden-installed"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "deps: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ "$here/setup.cfg" -nt "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+    echo "deps: installing jailwarden and its Python dependencies into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+    touch "$stamp"
+fi
