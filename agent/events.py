@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Mapping
-
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True, frozen=True)
@@ -22,5 +19,5 @@ class LogEvent:
     time: float
     source: str
     message: str
-    fields: Mapping[str, str] = field(default=_EMPTY)
+    fields: Mapping[str, str] = field(default_factory=dict)
     trusted: bool = False

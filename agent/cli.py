@@ -1,0 +1,152 @@
+"""The `jailwarden` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from agent.testfilter import FilterTester, Summary
+from parsers.filter import Address, FilterError, find_filter, load_filter
+
+DEFAULT_CONFIG = "/etc/jailwarden/jailwarden.toml"
+_TOP = 20
+
+
+def _open_input(name: str) -> TextIO:
+    if name == "-":
+        return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)
+    return open(name, encoding="utf-8", errors="replace")
+
+
+def _progress_printer(stream: TextIO, err: TextIO):
+    try:
+        size = os.fstat(stream.fileno()).st_size
+        raw = stream.buffer
+        raw.tell()
+    except (OSError, AttributeError, ValueError):
+        size, raw = 0, None
+    started = time.monotonic()
+
+    def show(lineno: int) -> None:
+        rate = lineno / max(time.monotonic() - started, 1e-9)
+        done = f" {100 * raw.tell() / size:5.1f}%" if size and raw is not None else ""
+        err.write(f"\r{lineno:>12,} lines{done} {rate:>12,.0f} lines/s")
+        err.flush()
+
+    return show
+
+
+def _verbose_reporter(out: TextIO):
+    def report(lineno, line, verdict, address, captures, reason) -> None:
+        if verdict == "skip":
+            return
+        detail = str(address) if address is not None else reason
+        if captures:
+            detail += " " + " ".join(f"{k}={v}" for k, v in captures.items())
+        out.write(f"{lineno:>8} {verdict.upper():<7} {detail:<40} | {line.rstrip()}\n")
+
+    return report
+
+
+def _json_reporter(out: TextIO, name: str):
+    dumps = json.dumps
+
+    def report(lineno, line, verdict, address, captures, reason) -> None:
+        if verdict == "skip":
+            return
+        record = {"lineno": lineno, "match": verdict == "fail",
+                  "host": str(address) if verdict == "fail" else None,
+                  "filter": name, "verdict": verdict}
+        if captures:
+            record["captures"] = captures
+        if reason:
+            record["reason"] = reason
+        out.write(dumps(record) + "\n")
+
+    return report
+
+
+def _print_summary(out: TextIO, flt, path: Path, s: Summary, elapsed: float, verbose: bool) -> None:
+    out.write(f"filter     {flt.name} (mode {flt.mode}), {path}\n")
+    out.write(f"lines      {s.lines:,} read: {s.matched:,} matched, {s.ignored:,} ignored, "
+              f"{s.missed:,} missed, {s.other:,} from other programs, "
+              f"{s.skipped:,} blank or comment, {s.errors:,} unparsable\n")
+    out.write(f"addresses  {len(s.addresses):,} distinct\n")
+    listed = s.addresses.most_common(None if verbose else _TOP)
+    for address, count in listed:
+        out.write(f"           {str(address):<39} {count:>9,}\n")
+    if len(listed) < len(s.addresses):
+        out.write(f"           ... {len(s.addresses) - len(listed):,} more (-v lists all)\n")
+    rate = s.lines / elapsed if elapsed > 0 else 0.0
+    out.write(f"time       {elapsed:.3f} s, {rate:,.0f} lines/s\n")
+
+
+def cmd_test_filter(args: argparse.Namespace) -> int:
+    try:
+        path = find_filter(args.filter)
+        flt = load_filter(path, mode=args.mode)
+    except FilterError as error:
+        print(f"jailwarden: {error}", file=sys.stderr)
+        return 2
+    try:
+        stream = _open_input(args.file)
+    except OSError as error:
+        print(f"jailwarden: {args.file}: {error.strerror}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    if args.json:
+        report = _json_reporter(out, flt.name)
+    elif args.verbose:
+        report = _verbose_reporter(out)
+    else:
+        report = None
+    progress = _progress_printer(stream, sys.stderr) if sys.stderr.isatty() else None
+    tester = FilterTester(flt, now=time.time(), report=report, progress=progress)
+    started = time.perf_counter()
+    with stream:
+        summary = tester.run(stream)
+    elapsed = time.perf_counter() - started
+    if progress is not None:
+        sys.stderr.write("\r\033[K")
+    if not args.json:
+        _print_summary(out, flt, path, summary, elapsed, args.verbose)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jailwarden", description="Intrusion-prevention agent.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    test = commands.add_parser(
+        "test-filter", help="run a filter over a log and report what it matches",
+        description="Run FILTER over FILE (classic syslog lines, RFC 5424 lines or "
+                    "`journalctl -o json` lines, detected per line) and report what it matches.")
+    test.add_argument("filter", metavar="FILTER", help="a shipped filter name or a filter file")
+    test.add_argument("file", metavar="FILE", help="the log to read, - for standard input")
+    test.add_argument("--mode", default=None, help="the filter mode (default: normal)")
+    test.add_argument("--json", action="store_true", help="one JSON object per data line")
+    test.add_argument("-v", "--verbose", action="store_true", help="print each line's verdict")
+    test.set_defaults(func=cmd_test_filter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `jailwarden test-filter ... | head` is normal use, not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

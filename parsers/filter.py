@@ -1,0 +1,335 @@
+"""Filters: which log entries a jail cares about and the address each failure names.
+
+A filter is a TOML file (see `parsers/filters/*.toml`). Loading compiles it for one mode into a
+`Filter`; `Filter.match(event)` checks the entry's identity (trusted journal fields, or the
+syslog tag) and then runs the message through one combined, start-anchored regex.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, NamedTuple, Protocol
+
+from parsers import regexlits
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SHIPPED_DIR = Path(__file__).parent / "filters"
+
+# <HOST> never resolves names: a name is attacker-influenced (reverse DNS) and resolving it
+# would let the attacker choose whom we ban. <HOST> and <ADDR> are therefore the same.
+_IP4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+_IP6 = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:" + _IP4 + r"|[0-9A-Fa-f]{0,4})"
+# The look-aheads stop a match inside a longer token (203.0.113.5 in 203.0.113.55 or 1.2.3.4.5).
+_END = r"(?![\w:])(?!\.\d)"
+_PLACEHOLDERS = {
+    "<HOST>": rf"(?P<host>{_IP4}|{_IP6}|\[{_IP6}\]){_END}",
+    "<ADDR>": rf"(?P<host>{_IP4}|{_IP6}|\[{_IP6}\]){_END}",
+    "<IP4>": rf"(?P<host>{_IP4}){_END}",
+    "<IP6>": rf"(?P<host>{_IP6}|\[{_IP6}\]){_END}",
+}
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in _PLACEHOLDERS))
+_GROUP_RE = re.compile(r"\(\?P<([A-Za-z_]\w*)>|\(\?P=([A-Za-z_]\w*)\)")
+_ADDRESS_CACHE_MAX = 65536
+# A literal shorter than this is in nearly every message: testing for it costs more than it saves.
+_MIN_LITERAL = 3
+
+
+class FilterError(Exception):
+    """A filter that cannot be used, with the file, the place in it and the reason."""
+
+    def __init__(self, file: str, where: str, reason: str) -> None:
+        super().__init__(f"{file}: {where}: {reason}" if where else f"{file}: {reason}")
+        self.file = file
+        self.where = where
+        self.reason = reason
+
+
+class Event(Protocol):
+    """What a filter reads of a log entry (agent.events.LogEvent satisfies it)."""
+
+    time: float
+    source: str
+    message: str
+    fields: Mapping[str, str]
+
+
+@dataclass(slots=True, frozen=True)
+class Failure:
+    """One failed attempt attributed to one address."""
+
+    address: Address
+    filter: str
+    time: float
+    message: str
+    captures: Mapping[str, str] = field(default_factory=dict)
+
+
+class Verdict(NamedTuple):
+    """What a filter made of one message: "fail" (with the address), "ignored" or "miss".
+
+    `text` is the address as the message wrote it (counting by it is cheaper than by address).
+    A tuple, not a dataclass: one is made for every candidate line, and tuples are made fastest.
+    """
+
+    kind: str
+    address: Address | None = None
+    captures: Mapping[str, str] | None = None
+    text: str | None = None
+
+
+MISS = Verdict("miss")
+IGNORED = Verdict("ignored")
+
+
+@dataclass(slots=True, frozen=True)
+class _Alternative:
+    host_group: str | None
+    captures: tuple[tuple[str, str], ...]  # (name the filter wrote, name in the combined regex)
+
+
+def expand(regex: str) -> str:
+    """The regex with its placeholders replaced by their capture groups."""
+    return _PLACEHOLDER_RE.sub(lambda m: _PLACEHOLDERS[m.group(0)], regex)
+
+
+def _rename_groups(regex: str, index: int) -> str:
+    # Python's re forbids a group name twice in one pattern, so each alternative's names get
+    # a suffix; _Alternative maps them back.
+    def rename(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return f"(?P<{m.group(1)}__{index}>"
+        return f"(?P={m.group(2)}__{index})"
+
+    return _GROUP_RE.sub(rename, regex)
+
+
+def parse_address(text: str) -> Address | None:
+    """An address from a <HOST> capture: brackets dropped, IPv4-mapped IPv6 made IPv4."""
+    if text.startswith("["):
+        text = text[1:-1]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class _RegexList:
+    """A list of start-anchored regexes compiled into one alternation, plus a literal prefilter."""
+
+    def __init__(self, file: str, key: str, regexes: list[str], need_host: bool) -> None:
+        self.alternatives: list[_Alternative] = []
+        parts = []
+        literals: list[str] | None = []
+        for i, raw in enumerate(regexes):
+            where = f"{key}[{i}]"
+            if not isinstance(raw, str):
+                raise FilterError(file, where, f"expected a string, got {type(raw).__name__}")
+            placeholders = _PLACEHOLDER_RE.findall(raw)
+            if need_host and not placeholders:
+                raise FilterError(file, where, "no <HOST> placeholder: a failure must name an address")
+            if len(placeholders) > 1:
+                raise FilterError(file, where, f"{len(placeholders)} address placeholders; a regex may have one")
+            expanded = expand(raw)
+            try:
+                compiled = re.compile(expanded)
+            except re.error as error:
+                raise FilterError(file, where, f"does not compile: {error}") from None
+            if any(name.startswith("_") or "__" in name for name in compiled.groupindex):
+                raise FilterError(file, where, "group names starting with '_' or holding '__' are reserved")
+            names = tuple((name, f"{name}__{i}") for name in compiled.groupindex if name != "host")
+            host = f"host__{i}" if "host" in compiled.groupindex else None
+            self.alternatives.append(_Alternative(host, names))
+            parts.append(f"(?P<_{i}>{_rename_groups(expanded, i)})")
+            if literals is not None:
+                literal = regexlits.required_literal(expanded)
+                literals = literals + [literal] if literal and len(literal) >= _MIN_LITERAL else None
+        self.regex = re.compile("|".join(parts)) if parts else None
+        # The wrapper group of the alternative that matched closes last, so it is m.lastindex.
+        self.by_group = {self.regex.groupindex[f"_{i}"]: alternative
+                         for i, alternative in enumerate(self.alternatives)} if parts else {}
+        # One regex without a usable literal means any message could match: no prefilter then.
+        self.literals = tuple(sorted(set(literals), key=len)) if literals else None
+
+    def match(self, message: str) -> re.Match[str] | None:
+        if self.regex is None:
+            return None
+        if self.literals is not None:
+            for literal in self.literals:
+                if literal in message:
+                    break
+            else:
+                return None
+        return self.regex.match(message)
+
+
+class Filter:
+    """One filter compiled for one mode."""
+
+    def __init__(self, name: str, *, description: str = "", mode: str = "normal",
+                 journal: Mapping[str, frozenset[str]] | None = None,
+                 syslog: frozenset[str] = frozenset(),
+                 failregex: list[str], ignoreregex: list[str] = (), file: str = "<filter>") -> None:
+        self.name = name
+        self.description = description
+        self.mode = mode
+        self.file = file
+        self.journal: dict[str, frozenset[str]] = dict(journal or {})
+        self.syslog = frozenset(syslog)
+        self._fail = _RegexList(file, "failregex", list(failregex), need_host=True)
+        self._ignore = _RegexList(file, "ignoreregex", list(ignoreregex), need_host=False)
+        self._addresses: dict[str, Address | None] = {}
+
+    def __repr__(self) -> str:
+        return f"Filter({self.name!r}, mode={self.mode!r})"
+
+    @property
+    def literals(self) -> tuple[str, ...] | None:
+        """The prefilter: a message containing none of these cannot match (None: no prefilter)."""
+        return self._fail.literals
+
+    def applies_to(self, event: Event) -> bool:
+        """Is this entry from a program the filter is for?
+
+        Journal entries are identified by the fields the filter names (by default the trusted
+        `_SYSTEMD_UNIT` and `_COMM`, which a local user cannot forge); syslog and file lines
+        only have the tag the sender wrote.
+        """
+        fields = event.fields
+        if event.source == "journal":
+            for key, values in self.journal.items():
+                if fields.get(key) in values:
+                    return True
+            return False
+        return fields.get("SYSLOG_IDENTIFIER") in self.syslog
+
+    def examine(self, message: str, captures: bool = True) -> Verdict:
+        """The verdict on a message, identity aside (`captures=False` skips the named groups)."""
+        m = self._fail.match(message)
+        if m is None:
+            return MISS
+        alternative = self._fail.by_group[m.lastindex]
+        text = m.group(alternative.host_group)
+        address = self._addresses.get(text)
+        if address is None:
+            if len(self._addresses) >= _ADDRESS_CACHE_MAX:
+                self._addresses.clear()
+            address = self._addresses[text] = parse_address(text)
+            if address is None:  # 999.1.1.1 and the like: shaped like an address, but not one
+                return MISS
+        if self._ignore.regex is not None and self._ignore.match(message) is not None:
+            return IGNORED
+        if captures and alternative.captures:
+            named = {name: value for name, group in alternative.captures
+                     if (value := m.group(group)) is not None}
+            return Verdict("fail", address, named, text)
+        return Verdict("fail", address, None, text)
+
+    def match(self, event: Event) -> Failure | None:
+        """The failure this entry records, or None."""
+        if not self.applies_to(event):
+            return None
+        verdict = self.examine(event.message)
+        if verdict.kind != "fail":
+            return None
+        return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {})
+
+
+def _string_list(file: str, key: str, value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FilterError(file, key, "expected a string or a list of strings")
+    return value
+
+
+_JOURNAL_FIELD = re.compile(r"[A-Z0-9_]+")
+_TOP_KEYS = {"description", "journal", "syslog", "failregex", "ignoreregex", "modes"}
+_MODE_KEYS = {"description", "failregex", "ignoreregex"}
+
+
+def load_filter(path: str | Path, mode: str | None = None, name: str | None = None) -> Filter:
+    """Read and compile a filter file for `mode` (its default mode when None)."""
+    path = Path(path)
+    file = str(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise FilterError(file, "", "no such filter file") from None
+    except OSError as error:
+        raise FilterError(file, "", f"cannot read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise FilterError(file, "", f"invalid TOML: {error}") from None
+    return filter_from_dict(data, file=file, mode=mode, name=name or path.stem)
+
+
+def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
+                     mode: str | None = None) -> Filter:
+    """Build a Filter from parsed TOML (used by load_filter and by tests)."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise FilterError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+    journal: dict[str, frozenset[str]] = {}
+    raw_journal = data.get("journal", {})
+    if not isinstance(raw_journal, dict):
+        raise FilterError(file, "journal", "expected a table of FIELD = [values]")
+    for key, values in raw_journal.items():
+        if not _JOURNAL_FIELD.fullmatch(key):
+            raise FilterError(file, f"journal.{key}", "not a journal field name (A-Z, 0-9 and _)")
+        journal[key] = frozenset(_string_list(file, f"journal.{key}", values))
+    syslog = frozenset(_string_list(file, "syslog", data.get("syslog", [])))
+    if not journal and not syslog:
+        raise FilterError(file, "", "names no program: set `journal` fields and/or `syslog` tags")
+    failregex = _string_list(file, "failregex", data.get("failregex", []))
+    ignoreregex = _string_list(file, "ignoreregex", data.get("ignoreregex", []))
+    modes = data.get("modes", {})
+    if not isinstance(modes, dict):
+        raise FilterError(file, "modes", "expected a table of modes")
+    mode = mode or "normal"
+    if mode != "normal":
+        if mode not in modes:
+            known = ", ".join(["normal", *sorted(modes)])
+            raise FilterError(file, "modes", f"no mode {mode!r} (this filter has: {known})")
+        extra = modes[mode]
+        if not isinstance(extra, dict) or set(extra) - _MODE_KEYS:
+            raise FilterError(file, f"modes.{mode}", f"expected a table with keys {sorted(_MODE_KEYS)}")
+        # A mode adds to the base lists; the index in errors counts on from the base list.
+        failregex = failregex + _string_list(file, f"modes.{mode}.failregex", extra.get("failregex", []))
+        ignoreregex = ignoreregex + _string_list(file, f"modes.{mode}.ignoreregex",
+                                                 extra.get("ignoreregex", []))
+    if not failregex:
+        raise FilterError(file, "failregex", "empty: the filter would never match")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise FilterError(file, "description", "expected a string")
+    return Filter(name, description=description, mode=mode, journal=journal, syslog=syslog,
+                  failregex=failregex, ignoreregex=ignoreregex, file=file)
+
+
+def modes_of(path: str | Path) -> list[str]:
+    """The modes a filter file offers ("normal" first)."""
+    with Path(path).open("rb") as f:
+        data = tomllib.load(f)
+    return ["normal", *sorted(data.get("modes", {}))]
+
+
+def find_filter(name: str, search: list[Path] | None = None) -> Path:
+    """The file for a filter name or path: local filter.d first, then the shipped filters."""
+    if "/" in name or name.endswith(".toml"):
+        return Path(name)
+    dirs = search if search is not None else [Path("/etc/jailwarden/filter.d"), SHIPPED_DIR]
+    for directory in dirs:
+        candidate = directory / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    shipped = sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
+    raise FilterError(name, "", f"no such filter in {', '.join(map(str, dirs))} "
+                                f"(shipped: {', '.join(shipped)})")

@@ -1,0 +1,174 @@
+"""Filter loading, placeholders, identity checks and the literal prefilter."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from agent.events import LogEvent
+from parsers.filter import FilterError, filter_from_dict, find_filter, load_filter
+from parsers.regexlits import required_literal
+
+
+def make(failregex, ignoreregex=(), **extra):
+    data = {"syslog": ["app"], "failregex": list(failregex), "ignoreregex": list(ignoreregex), **extra}
+    return filter_from_dict(data, file="t.toml", name="t")
+
+
+def syslog_event(message: str, tag: str = "app") -> LogEvent:
+    return LogEvent(1.0, "syslog", message, {"SYSLOG_IDENTIFIER": tag})
+
+
+def test_uncompilable_regex_names_file_list_and_index(tmp_path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('syslog = ["app"]\nfailregex = ["ok from <HOST>$", "bad (unclosed <HOST>"]\n')
+    with pytest.raises(FilterError) as error:
+        load_filter(path)
+    assert error.value.file == str(path)
+    assert error.value.where == "failregex[1]"
+    assert "does not compile" in error.value.reason
+    assert str(path) in str(error.value) and "failregex[1]" in str(error.value)
+
+
+def test_mode_regex_errors_count_on_from_the_base_list(tmp_path) -> None:
+    path = tmp_path / "modes.toml"
+    path.write_text('syslog = ["app"]\nfailregex = ["a <HOST>"]\n'
+                    '[modes.extra]\nfailregex = ["b <HOST>", "c ( <HOST>"]\n')
+    load_filter(path)  # the base mode alone is fine
+    with pytest.raises(FilterError, match=r"failregex\[2\]"):
+        load_filter(path, mode="extra")
+
+
+@pytest.mark.parametrize("data,where,reason", [
+    ({"syslog": ["a"], "failregex": ["no address here"]}, "failregex[0]", "no <HOST>"),
+    ({"syslog": ["a"], "failregex": ["<HOST> and <HOST>"]}, "failregex[0]", "placeholders"),
+    ({"syslog": ["a"], "failregex": []}, "failregex", "never match"),
+    ({"failregex": ["x <HOST>"]}, "", "names no program"),
+    ({"syslog": ["a"], "failregex": ["x <HOST>"], "failregexp": []}, "failregexp", "unknown key"),
+    ({"syslog": ["a"], "failregex": [3]}, "failregex", "expected a string"),
+    ({"syslog": ["a"], "failregex": ["(?P<_x>.) <HOST>"]}, "failregex[0]", "reserved"),
+])
+def test_invalid_filter_definitions_are_rejected_with_the_place(data, where, reason) -> None:
+    with pytest.raises(FilterError) as error:
+        filter_from_dict(data, file="f.toml", name="f")
+    assert error.value.where == where
+    assert reason in error.value.reason
+
+
+def test_unknown_mode_lists_the_modes_there_are() -> None:
+    with pytest.raises(FilterError, match="this filter has: normal, aggressive"):
+        load_filter(find_filter("sshd"), mode="paranoid")
+
+
+def test_missing_filter_file_and_unknown_name_are_clear(tmp_path) -> None:
+    with pytest.raises(FilterError, match="no such filter file"):
+        load_filter(tmp_path / "nope.toml")
+    with pytest.raises(FilterError, match="shipped: .*sshd"):
+        find_filter("no-such-filter", search=[tmp_path])
+
+
+def test_invalid_toml_is_a_filter_error(tmp_path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("failregex = [\n")
+    with pytest.raises(FilterError, match="invalid TOML"):
+        load_filter(path)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("203.0.113.5", "203.0.113.5"),
+    ("2001:db8::5", "2001:db8::5"),
+    ("[2001:db8::5]", "2001:db8::5"),
+    ("::ffff:203.0.113.5", "203.0.113.5"),
+    ("2001:DB8:0:0:0:0:0:5", "2001:db8::5"),
+])
+def test_host_placeholder_accepts_every_address_form(text, expected) -> None:
+    flt = make(["login failed from <HOST>$"])
+    failure = flt.match(syslog_event(f"login failed from {text}"))
+    assert failure is not None and failure.address == ipaddress.ip_address(expected)
+
+
+@pytest.mark.parametrize("message", [
+    "login failed from 999.1.1.1",          # shaped like an address, but not one
+    "login failed from 203.0.113.5.7",      # longer token
+    "login failed from 203.0.113.55x",
+    "login failed from host.example.org",   # names are never resolved
+])
+def test_host_placeholder_rejects_non_addresses(message) -> None:
+    assert make(["login failed from <HOST>"]).match(syslog_event(message)) is None
+
+
+def test_ip4_and_ip6_placeholders_take_one_family() -> None:
+    v4 = make(["x <IP4>$"])
+    v6 = make(["x <IP6>$"])
+    assert v4.match(syslog_event("x 2001:db8::1")) is None
+    assert v6.match(syslog_event("x 203.0.113.1")) is None
+    assert v4.match(syslog_event("x 203.0.113.1")) is not None
+    assert v6.match(syslog_event("x 2001:db8::1")) is not None
+
+
+def test_regexes_are_anchored_at_the_start_of_the_message() -> None:
+    flt = make(["Failed login from <HOST>$"])
+    assert flt.match(syslog_event("Failed login from 203.0.113.5")) is not None
+    assert flt.match(syslog_event("note: Failed login from 203.0.113.5")) is None
+
+
+def test_named_captures_of_each_regex_are_reported_under_their_own_names() -> None:
+    flt = make(["bad password for (?P<user>\\S+) from <HOST>$", "bad key (?P<key>\\w+) from <HOST>$"])
+    first = flt.match(syslog_event("bad password for root from 203.0.113.5"))
+    second = flt.match(syslog_event("bad key abc from 203.0.113.6"))
+    assert first.captures == {"user": "root"}
+    assert second.captures == {"key": "abc"}
+    assert (first.address, second.address) == (ipaddress.ip_address("203.0.113.5"),
+                                                ipaddress.ip_address("203.0.113.6"))
+
+
+def test_ignoreregex_wins_over_failregex() -> None:
+    flt = make(["fail (?P<user>\\S+) from <HOST>$"], ["fail backup from "])
+    assert flt.examine("fail backup from 203.0.113.5").kind == "ignored"
+    assert flt.examine("fail root from 203.0.113.5").kind == "fail"
+
+
+def test_syslog_identity_is_the_tag() -> None:
+    flt = make(["fail from <HOST>$"])
+    assert flt.match(syslog_event("fail from 203.0.113.5", tag="other")) is None
+    assert flt.match(syslog_event("fail from 203.0.113.5", tag="app")) is not None
+
+
+def test_journal_identity_uses_only_the_fields_the_filter_names() -> None:
+    flt = filter_from_dict({"journal": {"_EXE": ["/usr/sbin/app"]}, "failregex": ["fail from <HOST>$"]},
+                           file="t", name="t")
+    forged = LogEvent(1.0, "journal", "fail from 203.0.113.5",
+                      {"SYSLOG_IDENTIFIER": "app", "_COMM": "app", "_EXE": "/home/u/app"}, True)
+    real = LogEvent(1.0, "journal", "fail from 203.0.113.5", {"_EXE": "/usr/sbin/app"}, True)
+    assert flt.match(forged) is None
+    assert flt.match(real) is not None
+
+
+def test_failure_carries_the_event_time_and_filter_name() -> None:
+    failure = make(["fail from <HOST>$"]).match(LogEvent(42.5, "syslog", "fail from 2001:db8::9",
+                                                        {"SYSLOG_IDENTIFIER": "app"}))
+    assert (failure.time, failure.filter, failure.message) == (42.5, "t", "fail from 2001:db8::9")
+
+
+@pytest.mark.parametrize("pattern,literal", [
+    (r"Failed (?:password|none) for (?P<u>.*) from", "Failed "),
+    (r"(?:error: )?maximum authentication attempts exceeded", "maximum authentication attempts exceeded"),
+    (r"pam_[a-z]+\(sshd:auth\): authentication failure", "(sshd:auth): authentication failure"),
+    (r"a|b", None),
+    (r"(?i)Failed", None),
+    (r"x(?i:abc)", None),
+])
+def test_required_literal_is_only_text_every_match_contains(pattern, literal) -> None:
+    assert required_literal(pattern) == literal
+
+
+def test_prefilter_skips_messages_without_a_required_literal() -> None:
+    flt = make(["Failed login from <HOST>$", "(?:warn: )?Bad user from <HOST>$"])
+    assert set(flt.literals) == {"Failed login from ", "Bad user from "}
+    assert flt.examine("Bad user from 203.0.113.1").kind == "fail"
+    assert flt.examine("Accepted login from 203.0.113.1").kind == "miss"
+
+
+def test_one_regex_without_a_literal_turns_the_prefilter_off() -> None:
+    assert make(["(?:a|b) <HOST>$", "Failed <HOST>$"]).literals is None
