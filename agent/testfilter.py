@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 from agent.lines import LineError, event_from_line
 from parsers.filter import Address, Filter, Verdict, parse_address
-from parsers.syslog import SyslogError, parse_file_line
+from parsers.syslog import SyslogError, file_line_tag_and_message
 
 # report(lineno, line, verdict, address, captures, reason)
 Reporter = Callable[[int, str, str, "Address | None", dict, str], None]
@@ -118,12 +118,13 @@ class FilterTester:
         return s
 
     def _classic(self, line: str, want_captures: bool) -> tuple[Verdict, str]:
-        parsed = parse_file_line(line, self.now)
+        parsed = file_line_tag_and_message(line)
         if isinstance(parsed, SyslogError):
             return ERROR, parsed.reason
-        if parsed.app_name not in self.filter.syslog:
+        tag, message = parsed
+        if tag not in self.filter.syslog:
             return OTHER, ""
-        return self.filter.examine(parsed.message, want_captures), ""
+        return self.filter.examine(message, want_captures), ""
 
     def _general(self, line: str, want_captures: bool) -> tuple[Verdict, str]:
         event = event_from_line(line, self.now)

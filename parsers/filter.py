@@ -37,6 +37,7 @@ _GROUP_RE = re.compile(r"\(\?P<([A-Za-z_]\w*)>|\(\?P=([A-Za-z_]\w*)\)")
 _ADDRESS_CACHE_MAX = 65536
 # A literal shorter than this is in nearly every message: testing for it costs more than it saves.
 _MIN_LITERAL = 3
+_REPEATED = re.compile(r"message repeated \d+ times: \[ ?(.*)\]$")
 
 
 class FilterError(Exception):
@@ -212,6 +213,12 @@ class Filter:
 
     def examine(self, message: str, captures: bool = True) -> Verdict:
         """The verdict on a message, identity aside (`captures=False` skips the named groups)."""
+        if message.startswith("message repeated "):
+            # rsyslog's RepeatedMsgReduction wraps identical consecutive messages; the
+            # program's own message is inside (counted once: the wrapper gives no times).
+            repeated = _REPEATED.match(message)
+            if repeated is not None:
+                message = repeated.group(1)
         m = self._fail.match(message)
         if m is None:
             return MISS

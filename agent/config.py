@@ -1,0 +1,462 @@
+"""Configuration: jailwarden.toml plus jail.d/*.toml, merged, checked and turned into typed records.
+
+Every problem is reported, each with the file, the dotted key and the reason, so
+`jailwarden check-config` can list them all at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import itertools
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.addresses import Address, Network, parse_network
+from agent.bans import WEEK, BanPolicy, BantimeIncrement
+
+BACKENDS = ("ipset", "nftables", "iptables", "route", "hostsdeny", "log")
+DEFAULT_PATH = Path("/etc/jailwarden/jailwarden.toml")
+_LOOPBACK = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv6Network("::1/128"))
+_BANTIME = 3600.0
+
+
+class ConfigError(Exception):
+    """One problem: `file`, the dotted `key` (None for a file-level problem) and the `reason`."""
+
+    def __init__(
+        self, file: str | Path, key: str | None, reason: str, *, line: int | None = None, column: int | None = None
+    ) -> None:
+        super().__init__(str(file), key, reason)
+        self.file = str(file)
+        self.key = key
+        self.reason = reason
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        where = self.key or (f"line {self.line}, column {self.column}" if self.line is not None else None)
+        return f"{self.file}: {where}: {self.reason}" if where else f"{self.file}: {self.reason}"
+
+
+class ConfigErrors(Exception):
+    """Every problem `load_config` found, in the order found; `str()` is one problem a line."""
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
+@dataclass(slots=True, frozen=True)
+class AgentConfig:
+    state_dir: Path = Path("/var/lib/jailwarden")
+    socket: Path = Path("/run/jailwarden/control.sock")
+    backend: str = "ipset"
+    ignore: tuple[Network, ...] = _LOOPBACK
+    history_window: float = WEEK  # how long a past ban makes the next one longer
+
+
+@dataclass(slots=True, frozen=True)
+class ListenAddress:
+    transport: str  # "udp" or "tcp"
+    host: Address
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.host.version == 6 else str(self.host)
+        return f"{self.transport}://{host}:{self.port}"
+
+
+@dataclass(slots=True, frozen=True)
+class JournalConfig:
+    enabled: bool = True
+
+
+@dataclass(slots=True, frozen=True)
+class SyslogConfig:
+    # Off by default: where journald already holds the lines, receiving them again by syslog
+    # would count every failure twice.
+    enabled: bool = False
+    listen: tuple[ListenAddress, ...] = (
+        ListenAddress("udp", ipaddress.IPv4Address("127.0.0.1"), 5514),
+        ListenAddress("tcp", ipaddress.IPv4Address("127.0.0.1"), 5514),
+    )
+    allow: tuple[Network, ...] = _LOOPBACK
+
+
+@dataclass(slots=True, frozen=True)
+class SourcesConfig:
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    syslog: SyslogConfig = field(default_factory=SyslogConfig)
+
+
+@dataclass(slots=True, frozen=True)
+class JailConfig:
+    """One jail. `ignore` and `backend` are effective values: agent.ignore plus the jail's own
+    list, and the jail's backend or else the agent's."""
+
+    name: str
+    filter: str  # a shipped filter's name, a path, or "fail2ban:NAME"; the CLI resolves it
+    enabled: bool = True
+    mode: str | None = None
+    maxretry: int = 5
+    findtime: float = 600.0
+    bantime: float = _BANTIME  # math.inf: permanent
+    bantime_increment: BantimeIncrement | None = None
+    ignore: tuple[Network, ...] = _LOOPBACK
+    backend: str = "ipset"
+
+    @property
+    def policy(self) -> BanPolicy:
+        return BanPolicy(self.bantime, self.bantime_increment)
+
+
+@dataclass(slots=True, frozen=True)
+class Config:
+    agent: AgentConfig
+    sources: SourcesConfig
+    jails: dict[str, JailConfig]  # every jail, enabled or not, in the order first defined
+    files: tuple[Path, ...]  # the files read, main file first
+
+
+def parse_duration(value: object, *, permanent: bool = False) -> float:
+    """Seconds from 600, 600.5, "600", "10m", "1h30m", "2d", "1w" (units s m h d w, largest first).
+
+    With `permanent`, -1 and "permanent" mean a ban that never ends and return `math.inf`.
+    Zero, negative and infinite values are errors: no duration here means anything with them.
+    Raises ValueError for a bad value, TypeError for a value of the wrong type (a boolean, a list).
+    """
+    if permanent and not isinstance(value, bool) and value in (-1, "-1", "permanent"):
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f'expected a duration such as 600, "10m" or "1h30m", got {_describe(value)}')
+    seconds = _duration_text(value) if isinstance(value, str) else float(value)
+    if not 0 < seconds < math.inf:
+        hint = ' (-1 or "permanent" for a ban that never ends)' if permanent else ""
+        raise ValueError(f"must be a positive, finite duration{hint}, got {value!r}")
+    return seconds
+
+
+_UNITS = {"w": WEEK, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NUMBER = r"\d+(?:\.\d+)?"
+_DURATION = re.compile(rf"(?:{_NUMBER}[{''.join(_UNITS)}])+")
+
+
+def _duration_text(text: str) -> float:
+    compact = text.replace(" ", "")
+    # A leading minus is parsed only so that the caller can reject it with a clear reason.
+    sign, compact = (-1.0, compact[1:]) if compact.startswith("-") else (1.0, compact)
+    if re.fullmatch(_NUMBER, compact):
+        return sign * float(compact)
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(
+            f"{text!r} is not a duration: write seconds (600) or numbers with units s, m, h, d, w (10m, 1h30m)"
+        )
+    parts = re.findall(rf"({_NUMBER})([{''.join(_UNITS)}])", compact)
+    units = [unit for _, unit in parts]
+    order = list(_UNITS)
+    if any(order.index(a) >= order.index(b) for a, b in itertools.pairwise(units)):
+        raise ValueError(f"{text!r}: each unit at most once, largest first (w d h m s), as in 1h30m")
+    return sign * sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None) -> Config:
+    """Read `path` and every *.toml in `jail_dir` (default: jail.d beside `path`) in name order.
+
+    Later files add jails and override single keys (tables merge key by key; a list or value is
+    replaced whole). Raises `ConfigErrors` with every problem found. A file that cannot be read
+    or parsed stops checking after the reading stage, as the merged result would be misleading.
+    """
+    path = Path(path)
+    directory = Path(jail_dir) if jail_dir is not None else path.parent / "jail.d"
+    errors: list[ConfigError] = []
+    files = [path]
+    try:
+        files += sorted(p for p in directory.iterdir() if p.suffix == ".toml" and not p.name.startswith("."))
+    except FileNotFoundError:
+        if jail_dir is not None:
+            errors.append(ConfigError(directory, None, "the jail.d directory does not exist"))
+    except OSError as error:
+        errors.append(ConfigError(directory, None, f"cannot list the jail.d directory: {error.strerror}"))
+    documents = []
+    for file in files:
+        try:
+            documents.append((file, _read(file)))
+        except ConfigError as error:
+            errors.append(error)
+    if errors:
+        raise ConfigErrors(errors)
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for file, document in documents:
+        _merge(merged, document, str(file), origins)
+    checker = _Checker(origins, str(path))
+    config = checker.config(merged, tuple(files))
+    if checker.errors:
+        raise ConfigErrors(checker.errors)
+    return config
+
+
+def _read(file: Path) -> dict[str, Any]:
+    try:
+        with open(file, "rb") as stream:
+            return tomllib.load(stream)
+    except OSError as error:
+        raise ConfigError(file, None, f"cannot read the file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(file, None, f"not UTF-8 text (bad byte at offset {error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        found = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+        if found is None:
+            raise ConfigError(file, None, f"TOML syntax error: {message}") from None
+        reason = f"TOML syntax error: {message[: found.start()]}"
+        raise ConfigError(file, None, reason, line=int(found[1]), column=int(found[2])) from None
+
+
+def _merge(into: dict, new: dict, file: str, origins: dict, path: tuple[str, ...] = ()) -> None:
+    for key, value in new.items():
+        here = path + (key,)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, file, origins, here)
+        else:
+            into[key] = value
+            _mark(value, here, file, origins)
+
+
+def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> None:
+    origins[path] = file
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _mark(item, path + (key,), file, origins)
+
+
+_AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window")
+_JAIL_KEYS = (
+    "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
+)  # fmt: skip
+_JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+
+
+class _Checker:
+    """Walks the merged document, converting what is valid and collecting an error for the rest."""
+
+    def __init__(self, origins: dict[tuple[str, ...], str], main_file: str) -> None:
+        self.origins = origins
+        self.main_file = main_file
+        self.errors: list[ConfigError] = []
+
+    def config(self, document: dict, files: tuple[Path, ...]) -> Config:
+        self.table(document, (), ("agent", "sources", "jails"))
+        agent = AgentConfig(**self.agent(self.table(document.get("agent", {}), ("agent",), _AGENT_KEYS)))
+        sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
+        journal = self.table(sources.get("journal", {}), ("sources", "journal"), ("enabled",))
+        syslog = self.table(sources.get("syslog", {}), ("sources", "syslog"), ("enabled", "listen", "allow"))
+        syslog_values = self.read(syslog, ("sources", "syslog"), {"enabled": _boolean})
+        syslog_values |= self.read_lists(syslog, ("sources", "syslog"), {"listen": _listen, "allow": _network})
+        if syslog_values.get("enabled") and syslog.get("listen") == []:
+            self.error(("sources", "syslog", "listen"), "the syslog source is enabled but listens nowhere")
+        jails = self.table(document.get("jails", {}), ("jails",), None)
+        return Config(
+            agent=agent,
+            sources=SourcesConfig(
+                JournalConfig(**self.read(journal, ("sources", "journal"), {"enabled": _boolean})),
+                SyslogConfig(**syslog_values),
+            ),
+            jails={name: self.jail(name, jail, agent, jails) for name, jail in jails.items()},
+            files=files,
+        )
+
+    def agent(self, table: dict) -> dict[str, Any]:
+        converters = {"state_dir": _absolute_path, "socket": _absolute_path, "backend": _backend}
+        values = self.read(table, ("agent",), converters | {"history_window": parse_duration})
+        return values | self.read_lists(table, ("agent",), {"ignore": _network})
+
+    def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict) -> JailConfig:
+        path = ("jails", name)
+        if not _JAIL_NAME.fullmatch(name):
+            self.error(path, "a jail name is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit")
+        table = self.table(raw, path, _JAIL_KEYS)
+        values = self.read(
+            table,
+            path,
+            {
+                "enabled": _boolean,
+                "filter": _filter,
+                "mode": _text,
+                "maxretry": _positive_int,
+                "findtime": parse_duration,
+                "bantime": lambda value: parse_duration(value, permanent=True),
+                "backend": _backend,
+            },
+        )
+        own_ignore = self.read_lists(table, path, {"ignore": _network}).get("ignore", ())
+        values["ignore"] = tuple(dict.fromkeys(agent.ignore + own_ignore))
+        values.setdefault("backend", agent.backend)
+        if isinstance(raw, dict) and "filter" not in raw:
+            others = difflib.get_close_matches(name, [other for other in jails if other != name], n=1)
+            hint = f" (is this meant to be jail {others[0]!r}?)" if others else ""
+            self.error(path + ("filter",), f"required: every jail names its filter{hint}")
+        if "bantime_increment" in table:
+            increment = self.increment(table["bantime_increment"], path + ("bantime_increment",), values)
+            values["bantime_increment"] = increment
+        return JailConfig(name=name, filter=values.pop("filter", ""), **values)
+
+    def increment(self, raw: object, path: tuple[str, ...], jail: dict[str, Any]) -> BantimeIncrement | None:
+        if raw is False:
+            return None
+        bantime = jail.get("bantime", _BANTIME)
+        # The default cap is a week, stretched to bantime when bantime is longer.
+        defaults = {"factor": BantimeIncrement().factor, "max": max(BantimeIncrement().max, bantime)}
+        if raw is True:
+            return BantimeIncrement(**defaults)
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a table such as {{ factor = 2, max = \"1w\" }}, or false; got {_describe(raw)}")
+            return None
+        table = self.table(raw, path, ("factor", "max"))
+        values = defaults | self.read(
+            table, path, {"factor": _factor, "max": lambda value: parse_duration(value, permanent=True)}
+        )
+        increment = BantimeIncrement(**values)
+        try:
+            BanPolicy(bantime, increment)
+        except ValueError as error:
+            self.error(path + ("max",), str(error))
+        return increment
+
+    def table(self, value: object, path: tuple[str, ...], known: tuple[str, ...] | None) -> dict:
+        if not isinstance(value, dict):
+            self.error(path, f"expected a table, got {_describe(value)}")
+            return {}
+        for key in value if known is not None else ():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+                self.error(path + (key,), f"unknown key; {hint}")
+        return value
+
+    def read(self, table: dict, path: tuple[str, ...], converters: dict[str, Callable]) -> dict[str, Any]:
+        values = {}
+        for key, convert in converters.items():
+            if key in table:
+                try:
+                    values[key] = convert(table[key])
+                except (TypeError, ValueError) as error:
+                    self.error(path + (key,), str(error))
+        return values
+
+    def read_lists(self, table: dict, path: tuple[str, ...], converters: dict[str, Callable]) -> dict[str, tuple]:
+        values = {}
+        for key, convert in converters.items():
+            if key not in table:
+                continue
+            items = table[key]
+            if not isinstance(items, list):
+                self.error(path + (key,), f"expected an array, got {_describe(items)}")
+                continue
+            converted = []
+            for index, item in enumerate(items):
+                try:
+                    converted.append(convert(item))
+                except (TypeError, ValueError) as error:
+                    self.error(path + (key,), str(error), index=index)
+            values[key] = tuple(converted)
+        return values
+
+    def error(self, path: tuple[str, ...], reason: str, *, index: int | None = None) -> None:
+        key = ".".join(path) + (f"[{index}]" if index is not None else "")
+        self.errors.append(ConfigError(self.file_of(path), key or None, reason))
+
+    def file_of(self, path: tuple[str, ...]) -> str:
+        for length in range(len(path), 0, -1):
+            if path[:length] in self.origins:
+                return self.origins[path[:length]]
+        return self.main_file
+
+
+def _describe(value: object) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {_describe(value)}")
+    return value
+
+
+def _filter(value: object) -> str:
+    text = _text(value)
+    if text.startswith("fail2ban:") and not text.removeprefix("fail2ban:").strip():
+        raise ValueError('"fail2ban:" needs the filter\'s name after it, as in "fail2ban:sshd"')
+    return text
+
+
+def _absolute_path(value: object) -> Path:
+    path = Path(_text(value))
+    if not path.is_absolute():
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    return path
+
+
+def _backend(value: object) -> str:
+    text = _text(value)
+    if text not in BACKENDS:
+        close = difflib.get_close_matches(text, BACKENDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown backend {text!r} (known: {', '.join(BACKENDS)}){hint}")
+    return text
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {_describe(value)}")
+    return value
+
+
+def _factor(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+        raise ValueError(f"expected a finite number of at least 1, got {_describe(value)}")
+    return float(value)
+
+
+def _network(value: object) -> Network:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an address or CIDR network as a string, got {_describe(value)}")
+    return parse_network(value)
+
+
+def _listen(value: object) -> ListenAddress:
+    text = _text(value)
+    example = "as in udp://127.0.0.1:5514 or tcp://[::1]:5514"
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise ValueError(f"{text!r} is not SCHEME://HOST:PORT with a port from 1 to 65535, {example}") from None
+    if url.scheme not in ("udp", "tcp"):
+        raise ValueError(f"{text!r}: the scheme must be udp:// or tcp://")
+    if url.path or url.query or url.fragment or url.username or url.password:
+        raise ValueError(f"{text!r}: only SCHEME://HOST:PORT is allowed, {example}")
+    if port is None or not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: needs a port from 1 to 65535, {example}")
+    try:
+        host = ipaddress.ip_address(url.hostname or "")
+    except ValueError:
+        raise ValueError(f"{text!r}: the host must be an IP address (names are not resolved), {example}") from None
+    return ListenAddress(url.scheme, host, port)

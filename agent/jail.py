@@ -1,0 +1,99 @@
+"""A jail counts failures per address within `findtime` and decides when an address earns a ban."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+
+from agent.addresses import Address, AddressSet, Network, normalise
+from parsers.filter import Failure
+
+
+@dataclass(slots=True, frozen=True)
+class BanDecision:
+    """`address` reached `failures` (= maxretry) failures in `jail`; decided at `time` (the `now`)."""
+
+    jail: str
+    address: Address
+    time: float
+    failures: int
+    failure: Failure
+
+
+class Jail:
+    """Per-address failure windows for one jail.
+
+    Times: a failure counts at its own log time, clamped to `now` (a sender whose clock runs
+    ahead cannot make its failures outlive the window). A failure already `findtime` or more
+    older than `now` — replayed history, a late-forwarded line — is dropped and not tracked, so
+    replaying the last `findtime` of the journal at start-up counts exactly what is still live.
+    Failures may arrive out of order; each window is kept sorted.
+
+    Memory: windows live in a TTL cache bounded to `max_tracked` addresses; when full, the least
+    recently failing address is forgotten. A window never holds more than `maxretry` times.
+    The cache's clock is the largest `now` seen, so it never runs backwards.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        maxretry: int,
+        findtime: float,
+        ignore: AddressSet | Iterable[Network | Address] = (),
+        max_tracked: int = 100_000,
+    ) -> None:
+        if maxretry < 1:
+            raise ValueError(f"maxretry must be at least 1, got {maxretry}")
+        if not (0 < findtime < math.inf):
+            raise ValueError(f"findtime must be a positive number of seconds, got {findtime}")
+        if max_tracked < 1:
+            raise ValueError(f"max_tracked must be at least 1, got {max_tracked}")
+        self.name = name
+        self.maxretry = maxretry
+        self.findtime = findtime
+        self.ignore = ignore if isinstance(ignore, AddressSet) else AddressSet(ignore)
+        self._clock = -math.inf
+        self._windows: TTLCache[Address, list[float]] = TTLCache(
+            maxsize=max_tracked, ttl=findtime, timer=lambda: self._clock
+        )
+
+    def record(self, failure: Failure, now: float) -> BanDecision | None:
+        """Count one failure; a `BanDecision` when its address reaches `maxretry` within `findtime`."""
+        address = normalise(failure.address)
+        if address in self.ignore:
+            return None
+        cutoff = now - self.findtime
+        when = min(failure.time, now)
+        if when <= cutoff:
+            return None
+        self._clock = max(self._clock, now)
+        window = self._windows.get(address)
+        if window is None:
+            window = []
+        else:
+            del window[: bisect.bisect_right(window, cutoff)]
+        bisect.insort(window, when)
+        if len(window) >= self.maxretry:
+            self._windows.pop(address, None)
+            return BanDecision(self.name, address, now, len(window), failure)
+        self._windows[address] = window
+        return None
+
+    def is_ignored(self, address: Address) -> bool:
+        return address in self.ignore
+
+    def forget(self, address: Address) -> None:
+        """Drop the address's window (after a manual unban, so it starts again from zero)."""
+        self._windows.pop(normalise(address), None)
+
+    def tracked(self) -> int:
+        """How many addresses have a live window, as of the latest `now` this jail saw."""
+        return len(self._windows)
+
+    def __repr__(self) -> str:
+        return f"Jail({self.name!r}, maxretry={self.maxretry}, findtime={self.findtime})"
