@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TextIO
 
 from agent.testfilter import FilterTester, Summary
-from parsers.filter import Address, FilterError, find_filter, load_filter
+from agent.config import ConfigErrors, JailConfig, load_config
+from parsers.filter import SHIPPED_DIR, FilterError, find_filter, load_filter
 
 DEFAULT_CONFIG = "/etc/jailwarden/jailwarden.toml"
 _TOP = 20
@@ -19,8 +20,8 @@ _TOP = 20
 
 def _open_input(name: str) -> TextIO:
     if name == "-":
-        return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)
-    return open(name, encoding="utf-8", errors="replace")
+        return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", newline="\n", closefd=False)
+    return open(name, encoding="utf-8", errors="replace", newline="\n")
 
 
 def _progress_printer(stream: TextIO, err: TextIO):
@@ -42,9 +43,11 @@ def _progress_printer(stream: TextIO, err: TextIO):
 
 
 def _verbose_reporter(out: TextIO):
-    def report(lineno, line, verdict, address, captures, reason) -> None:
+    def report(lineno, line, verdict, address, captures, reason, counts) -> None:
         if verdict == "skip":
             return
+        if verdict == "fail" and not counts:
+            verdict = "evidence"
         detail = str(address) if address is not None else reason
         if captures:
             detail += " " + " ".join(f"{k}={v}" for k, v in captures.items())
@@ -56,12 +59,14 @@ def _verbose_reporter(out: TextIO):
 def _json_reporter(out: TextIO, name: str):
     dumps = json.dumps
 
-    def report(lineno, line, verdict, address, captures, reason) -> None:
+    def report(lineno, line, verdict, address, captures, reason, counts) -> None:
         if verdict == "skip":
             return
         record = {"lineno": lineno, "match": verdict == "fail",
                   "host": str(address) if verdict == "fail" else None,
                   "filter": name, "verdict": verdict}
+        if verdict == "fail" and not counts:
+            record["counted"] = False
         if captures:
             record["captures"] = captures
         if reason:
@@ -76,6 +81,9 @@ def _print_summary(out: TextIO, flt, path: Path, s: Summary, elapsed: float, ver
     out.write(f"lines      {s.lines:,} read: {s.matched:,} matched, {s.ignored:,} ignored, "
               f"{s.missed:,} missed, {s.other:,} from other programs, "
               f"{s.skipped:,} blank or comment, {s.errors:,} unparsable\n")
+    if s.uncounted:
+        out.write(f"           {s.uncounted:,} of the matched lines do not count towards maxretry "
+                  f"(the service logs the same attempt in another line)\n")
     out.write(f"addresses  {len(s.addresses):,} distinct\n")
     listed = s.addresses.most_common(None if verbose else _TOP)
     for address, count in listed:
@@ -118,6 +126,35 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _filter_problem(local_filters: Path):
+    def problem(jail: JailConfig) -> str | None:
+        if jail.filter.startswith("fail2ban:"):
+            return f"Fail2Ban filters ({jail.filter!r}) are not supported by this version"
+        try:
+            load_filter(find_filter(jail.filter, [local_filters, SHIPPED_DIR]), mode=jail.mode)
+        except FilterError as error:
+            return str(error)
+        return None
+
+    return problem
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        config = load_config(path, check_filter=_filter_problem(path.parent / "filter.d"))
+    except ConfigErrors as errors:
+        for error in errors.errors:
+            print(error, file=sys.stderr)
+        count = len(errors.errors)
+        print(f"jailwarden: {count} problem{'s' * (count != 1)} in the configuration", file=sys.stderr)
+        return 1
+    enabled = [name for name, jail in config.jails.items() if jail.enabled]
+    print(f"{path}: OK, {len(enabled)} jail{'s' * (len(enabled) != 1)} enabled"
+          f"{': ' + ', '.join(enabled) if enabled else ''}; read {', '.join(map(str, config.files))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jailwarden", description="Intrusion-prevention agent.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -132,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--json", action="store_true", help="one JSON object per data line")
     test.add_argument("-v", "--verbose", action="store_true", help="print each line's verdict")
     test.set_defaults(func=cmd_test_filter)
+
+    check = commands.add_parser(
+        "check-config", help="report every problem in the configuration",
+        description="Load the configuration and its jail.d files, and each enabled jail's filter, "
+                    "and report every problem found (exit status 1 if there is any).")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help=f"main config file (default {DEFAULT_CONFIG})")
+    check.set_defaults(func=cmd_check_config)
     return parser
 
 

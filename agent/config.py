@@ -169,12 +169,15 @@ def _duration_text(text: str) -> float:
     return sign * sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
-def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None) -> Config:
+def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None,
+                check_filter: Callable[[JailConfig], str | None] | None = None) -> Config:
     """Read `path` and every *.toml in `jail_dir` (default: jail.d beside `path`) in name order.
 
     Later files add jails and override single keys (tables merge key by key; a list or value is
     replaced whole). Raises `ConfigErrors` with every problem found. A file that cannot be read
     or parsed stops checking after the reading stage, as the merged result would be misleading.
+    `check_filter`, if given, is asked about each enabled jail's filter and returns the reason
+    it cannot be used, or None; its answers are reported against the file that set the filter.
     """
     path = Path(path)
     directory = Path(jail_dir) if jail_dir is not None else path.parent / "jail.d"
@@ -201,6 +204,12 @@ def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = N
         _merge(merged, document, str(file), origins)
     checker = _Checker(origins, str(path))
     config = checker.config(merged, tuple(files))
+    if check_filter is not None:
+        for name, jail in config.jails.items():
+            reason = check_filter(jail) if jail.enabled else None
+            if reason is not None:
+                key = ("jails", name, "filter")
+                checker.errors.append(ConfigError(origins.get(key, str(path)), ".".join(key), reason))
     if checker.errors:
         raise ConfigErrors(checker.errors)
     return config

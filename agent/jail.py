@@ -64,6 +64,8 @@ class Jail:
 
     def record(self, failure: Failure, now: float) -> BanDecision | None:
         """Count one failure; a `BanDecision` when its address reaches `maxretry` within `findtime`."""
+        if not failure.counts:
+            return None
         address = normalise(failure.address)
         if address in self.ignore:
             return None

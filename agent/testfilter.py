@@ -18,10 +18,10 @@ from typing import Callable, Iterable
 
 from agent.lines import LineError, event_from_line
 from parsers.filter import Address, Filter, Verdict, parse_address
-from parsers.syslog import SyslogError, file_line_tag_and_message
+from parsers.fileline import ERROR, OTHER, FileLineMatcher
 
-# report(lineno, line, verdict, address, captures, reason)
-Reporter = Callable[[int, str, str, "Address | None", dict, str], None]
+# report(lineno, line, verdict, address, captures, reason, counts)
+Reporter = Callable[[int, str, str, "Address | None", dict, str, bool], None]
 
 
 @dataclass(slots=True)
@@ -31,6 +31,7 @@ class Summary:
     other: int = 0
     errors: int = 0
     matched: int = 0
+    uncounted: int = 0  # matched lines whose regex is marked count = false
     ignored: int = 0
     missed: int = 0
     addresses: Counter = field(default_factory=Counter)
@@ -39,8 +40,6 @@ class Summary:
 _BLOCK = 65536
 _NOT_CLASSIC = frozenset(["", "{", "<", "#", "\n", "\r", " ", "\t"])
 SKIP = Verdict("skip")
-OTHER = Verdict("other")
-ERROR = Verdict("error")
 
 
 def _probes(tags: Iterable[str]) -> tuple[str, ...]:
@@ -66,7 +65,7 @@ class FilterTester:
 
     def run(self, lines: Iterable[str], first_lineno: int = 1) -> Summary:
         """Read `lines` (numbered from `first_lineno`) and add their verdicts to the summary."""
-        examine = self.filter.examine
+        classic = FileLineMatcher(self.filter).verdict
         tags = self.filter.syslog
         probes = _probes(tags) or ("\n",)  # a journal-only filter: no classic line is its program's
         single = probes[0] if len(probes) == 1 else None
@@ -88,20 +87,22 @@ class FilterTester:
                     elif first == "#" or not line or line.isspace():
                         result = SKIP
                     else:  # a classic line that starts with a space: not well-formed
-                        result, reason = self._classic(line, want_captures)
+                        result, reason = classic(line, want_captures)
                 elif (single not in line) if single is not None else not any(p in line for p in probes):
                     # The common case, counted at the end as what is left over.
                     if report is not None:
-                        report(lineno, line, "other", None, None, "")
+                        report(lineno, line, "other", None, None, "", True)
                     continue
                 else:
-                    result, reason = self._classic(line, want_captures)
+                    result, reason = classic(line, want_captures)
                 kind = result.kind
                 counts[kind] += 1
                 if kind == "fail":
                     texts[result.text] += 1
+                    if not result.counts:
+                        counts["uncounted"] += 1
                 if report is not None:
-                    report(lineno, line, kind, result.address, result.captures, reason)
+                    report(lineno, line, kind, result.address, result.captures, reason, result.counts)
             if self.progress is not None:
                 self.progress(lineno)
         s = self.summary
@@ -110,21 +111,13 @@ class FilterTester:
         s.skipped += counts["skip"]
         s.errors += counts["error"]
         s.matched += counts["fail"]
+        s.uncounted += counts["uncounted"]
         s.ignored += counts["ignored"]
         s.missed += counts["miss"]
-        s.other += total - sum(counts.values()) + counts["other"]
+        s.other += total - sum(counts.values()) + counts["uncounted"] + counts["other"]
         for text, count in texts.items():
             s.addresses[parse_address(text)] += count
         return s
-
-    def _classic(self, line: str, want_captures: bool) -> tuple[Verdict, str]:
-        parsed = file_line_tag_and_message(line)
-        if isinstance(parsed, SyslogError):
-            return ERROR, parsed.reason
-        tag, message = parsed
-        if tag not in self.filter.syslog:
-            return OTHER, ""
-        return self.filter.examine(message, want_captures), ""
 
     def _general(self, line: str, want_captures: bool) -> tuple[Verdict, str]:
         event = event_from_line(line, self.now)

@@ -68,6 +68,7 @@ class Failure:
     time: float
     message: str
     captures: Mapping[str, str] = field(default_factory=dict)
+    counts: bool = True  # False: evidence of an attempt that another line counts
 
 
 class Verdict(NamedTuple):
@@ -81,6 +82,7 @@ class Verdict(NamedTuple):
     address: Address | None = None
     captures: Mapping[str, str] | None = None
     text: str | None = None
+    counts: bool = True
 
 
 MISS = Verdict("miss")
@@ -88,8 +90,18 @@ IGNORED = Verdict("ignored")
 
 
 @dataclass(slots=True, frozen=True)
+class Regex:
+    """A failregex with options; `count=False` marks a line that names the address of an
+    attempt the service also logs in another line, which is the one that counts."""
+
+    regex: str
+    count: bool = True
+
+
+@dataclass(slots=True, frozen=True)
 class _Alternative:
     host_group: str | None
+    counts: bool  # False: the service logs the same attempt again in a line that counts
     captures: tuple[tuple[str, str], ...]  # (name the filter wrote, name in the combined regex)
 
 
@@ -125,12 +137,13 @@ def parse_address(text: str) -> Address | None:
 class _RegexList:
     """A list of start-anchored regexes compiled into one alternation, plus a literal prefilter."""
 
-    def __init__(self, file: str, key: str, regexes: list[str], need_host: bool) -> None:
+    def __init__(self, file: str, key: str, regexes: list[str | Regex], need_host: bool) -> None:
         self.alternatives: list[_Alternative] = []
         parts = []
         literals: list[str] | None = []
-        for i, raw in enumerate(regexes):
+        for i, entry in enumerate(regexes):
             where = f"{key}[{i}]"
+            raw, counts = (entry.regex, entry.count) if isinstance(entry, Regex) else (entry, True)
             if not isinstance(raw, str):
                 raise FilterError(file, where, f"expected a string, got {type(raw).__name__}")
             placeholders = _PLACEHOLDER_RE.findall(raw)
@@ -138,7 +151,9 @@ class _RegexList:
                 raise FilterError(file, where, "no <HOST> placeholder: a failure must name an address")
             if len(placeholders) > 1:
                 raise FilterError(file, where, f"{len(placeholders)} address placeholders; a regex may have one")
-            expanded = expand(raw)
+            # Every regex is anchored at the start of the message already; a leading "^" is
+            # dropped so the regex also works inside a longer pattern (parsers.fileline).
+            expanded = expand(raw[1:] if raw.startswith("^") else raw)
             try:
                 compiled = re.compile(expanded)
             except re.error as error:
@@ -147,12 +162,14 @@ class _RegexList:
                 raise FilterError(file, where, "group names starting with '_' or holding '__' are reserved")
             names = tuple((name, f"{name}__{i}") for name in compiled.groupindex if name != "host")
             host = f"host__{i}" if "host" in compiled.groupindex else None
-            self.alternatives.append(_Alternative(host, names))
+            self.alternatives.append(_Alternative(host, counts, names))
             parts.append(f"(?P<_{i}>{_rename_groups(expanded, i)})")
             if literals is not None:
                 literal = regexlits.required_literal(expanded)
                 literals = literals + [literal] if literal and len(literal) >= _MIN_LITERAL else None
-        self.regex = re.compile("|".join(parts)) if parts else None
+        # The alternatives with their groups renamed, for patterns that embed this list.
+        self.pattern = "|".join(parts)
+        self.regex = re.compile(self.pattern) if parts else None
         # The wrapper group of the alternative that matched closes last, so it is m.lastindex.
         self.by_group = {self.regex.groupindex[f"_{i}"]: alternative
                          for i, alternative in enumerate(self.alternatives)} if parts else {}
@@ -177,7 +194,7 @@ class Filter:
     def __init__(self, name: str, *, description: str = "", mode: str = "normal",
                  journal: Mapping[str, frozenset[str]] | None = None,
                  syslog: frozenset[str] = frozenset(),
-                 failregex: list[str], ignoreregex: list[str] = (), file: str = "<filter>") -> None:
+                 failregex: list[str | Regex], ignoreregex: list[str] = (), file: str = "<filter>") -> None:
         self.name = name
         self.description = description
         self.mode = mode
@@ -190,6 +207,15 @@ class Filter:
 
     def __repr__(self) -> str:
         return f"Filter({self.name!r}, mode={self.mode!r})"
+
+    @property
+    def failregex_pattern(self) -> str:
+        """The failregex alternation (groups renamed, `_N` wrapping the N-th), for embedding."""
+        return self._fail.pattern
+
+    @property
+    def failregex_alternatives(self) -> list[_Alternative]:
+        return self._fail.alternatives
 
     @property
     def literals(self) -> tuple[str, ...] | None:
@@ -222,7 +248,12 @@ class Filter:
         m = self._fail.match(message)
         if m is None:
             return MISS
-        alternative = self._fail.by_group[m.lastindex]
+        return self.verdict_of(m, self._fail.by_group[m.lastindex], message, captures)
+
+    def verdict_of(self, m: re.Match[str], alternative: _Alternative, message: str,
+                   captures: bool = True) -> Verdict:
+        """The verdict once a failregex alternative matched `message` (the address checked,
+        ignoreregex applied, the named groups collected)."""
         text = m.group(alternative.host_group)
         address = self._addresses.get(text)
         if address is None:
@@ -236,8 +267,8 @@ class Filter:
         if captures and alternative.captures:
             named = {name: value for name, group in alternative.captures
                      if (value := m.group(group)) is not None}
-            return Verdict("fail", address, named, text)
-        return Verdict("fail", address, None, text)
+            return Verdict("fail", address, named, text, alternative.counts)
+        return Verdict("fail", address, None, text, alternative.counts)
 
     def match(self, event: Event) -> Failure | None:
         """The failure this entry records, or None."""
@@ -246,7 +277,28 @@ class Filter:
         verdict = self.examine(event.message)
         if verdict.kind != "fail":
             return None
-        return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {})
+        return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {},
+                       verdict.counts)
+
+
+def _regex_list(file: str, key: str, value: object) -> list[str | Regex]:
+    """A failregex list: strings, or tables {regex = "...", count = false}."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise FilterError(file, key, "expected a list of regexes")
+    entries: list[str | Regex] = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, dict):
+            if set(entry) - {"regex", "count"} or not isinstance(entry.get("regex"), str) \
+                    or not isinstance(entry.get("count", True), bool):
+                raise FilterError(file, f"{key}[{i}]", 'expected {regex = "...", count = true|false}')
+            entries.append(Regex(entry["regex"], entry.get("count", True)))
+        elif isinstance(entry, str):
+            entries.append(entry)
+        else:
+            raise FilterError(file, f"{key}[{i}]", f"expected a string or a table, got {type(entry).__name__}")
+    return entries
 
 
 def _string_list(file: str, key: str, value: object) -> list[str]:
@@ -295,7 +347,7 @@ def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
     syslog = frozenset(_string_list(file, "syslog", data.get("syslog", [])))
     if not journal and not syslog:
         raise FilterError(file, "", "names no program: set `journal` fields and/or `syslog` tags")
-    failregex = _string_list(file, "failregex", data.get("failregex", []))
+    failregex = _regex_list(file, "failregex", data.get("failregex", []))
     ignoreregex = _string_list(file, "ignoreregex", data.get("ignoreregex", []))
     modes = data.get("modes", {})
     if not isinstance(modes, dict):
@@ -309,7 +361,7 @@ def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
         if not isinstance(extra, dict) or set(extra) - _MODE_KEYS:
             raise FilterError(file, f"modes.{mode}", f"expected a table with keys {sorted(_MODE_KEYS)}")
         # A mode adds to the base lists; the index in errors counts on from the base list.
-        failregex = failregex + _string_list(file, f"modes.{mode}.failregex", extra.get("failregex", []))
+        failregex = failregex + _regex_list(file, f"modes.{mode}.failregex", extra.get("failregex", []))
         ignoreregex = ignoreregex + _string_list(file, f"modes.{mode}.ignoreregex",
                                                  extra.get("ignoreregex", []))
     if not failregex:

@@ -38,7 +38,13 @@ _TRADITIONAL = (r"((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (?:[ \d]\
 _RFC3339_TEXT = r"(\d{4}-\d\d-\d\d[Tt]\d\d:\d\d):(\d\d(?:\.\d{1,9})?)([Zz]|[+-]\d\d:\d\d)?"
 _TIMESTAMP = f"(?:{_TRADITIONAL}|{_RFC3339_TEXT})"
 # A TAG ends at "[", ":" or a space; groups: tag, pid, colon.
-_TAG = r"([^\s\[:]+)(?:\[([^\s\]]*)\])?(:)? ?"
+_TAG_CHAR = r"[^\s\[:]"
+_TAG = rf"({_TAG_CHAR}+)(?:\[([^\s\]]*)\])?(:)? ?"
+# The same grammar for matchers that embed it (parsers.fileline): what comes before the tag,
+# what a tag character is, and what may follow the tag before the message. ASCII semantics.
+FILE_LINE_HEAD = _TIMESTAMP + r" \S+ "
+FILE_LINE_TAG_CHAR = _TAG_CHAR
+FILE_LINE_AFTER_TAG = r"(?:\[[^\s\]]*\])?:? ?"
 _BSD_TIMESTAMP = re.compile(_TIMESTAMP + " ", re.ASCII)
 _BSD_TAG = re.compile(_TAG, re.ASCII)
 _FILE_LINE = re.compile(_TIMESTAMP + r" (\S+) (?:" + _TAG + ")?", re.ASCII)

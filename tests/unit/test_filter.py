@@ -46,7 +46,8 @@ def test_mode_regex_errors_count_on_from_the_base_list(tmp_path) -> None:
     ({"syslog": ["a"], "failregex": []}, "failregex", "never match"),
     ({"failregex": ["x <HOST>"]}, "", "names no program"),
     ({"syslog": ["a"], "failregex": ["x <HOST>"], "failregexp": []}, "failregexp", "unknown key"),
-    ({"syslog": ["a"], "failregex": [3]}, "failregex", "expected a string"),
+    ({"syslog": ["a"], "failregex": [3]}, "failregex[0]", "expected a string or a table"),
+    ({"syslog": ["a"], "failregex": [{"regex": "x <HOST>", "count": "no"}]}, "failregex[0]", "count = true|false"),
     ({"syslog": ["a"], "failregex": ["(?P<_x>.) <HOST>"]}, "failregex[0]", "reserved"),
 ])
 def test_invalid_filter_definitions_are_rejected_with_the_place(data, where, reason) -> None:
@@ -172,3 +173,11 @@ def test_prefilter_skips_messages_without_a_required_literal() -> None:
 
 def test_one_regex_without_a_literal_turns_the_prefilter_off() -> None:
     assert make(["(?:a|b) <HOST>$", "Failed <HOST>$"]).literals is None
+
+
+def test_a_regex_marked_count_false_names_the_address_but_does_not_count() -> None:
+    flt = make([{"regex": "pam: failure rhost=<HOST>$", "count": False}, "Failed for x from <HOST>$"])
+    evidence = flt.match(syslog_event("pam: failure rhost=203.0.113.5"))
+    counted = flt.match(syslog_event("Failed for x from 203.0.113.5"))
+    assert evidence.address == counted.address == ipaddress.ip_address("203.0.113.5")
+    assert (evidence.counts, counted.counts) == (False, True)

@@ -170,3 +170,12 @@ def test_address_parsing_normalises_and_explains_errors():
         parse_address("10.0.0.300")
     with pytest.raises(ValueError, match="not an IP address or network"):
         parse_network("10.0.0.0/33")
+
+
+def test_failures_marked_not_counted_never_reach_maxretry():
+    jail = Jail("sshd", maxretry=2, findtime=600)
+    evidence = Failure(ATTACKER, "sshd", 1000.0, "pam_unix(sshd:auth): authentication failure", {}, counts=False)
+    assert [jail.record(evidence, 1000.0) for _ in range(5)] == [None] * 5
+    assert jail.tracked() == 0
+    assert jail.record(failure(), 1000.0) is None
+    assert jail.record(failure(), 1000.0) is not None
