@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+
+_MICROSECONDS = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +55,8 @@ def parse_journal_json(line: str) -> JournalRecord | JournalJsonError:
         return JournalJsonError("no MESSAGE field", excerpt)
     when = None
     stamp = fields.get("__REALTIME_TIMESTAMP")
-    if stamp is not None and stamp.isdigit():
+    # ASCII digits only, at most 19 (microseconds fit in 64 bits): str.isdigit() would let
+    # "²" or a 5,000-digit number through to int() and the division.
+    if stamp is not None and _MICROSECONDS.fullmatch(stamp):
         when = int(stamp) / 1_000_000
     return JournalRecord(fields, message, when)
