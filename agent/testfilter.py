@@ -5,20 +5,22 @@ filter is for), "error" (a line from such a program that could not be parsed, or
 unreadable JSON/syslog line), "fail", "ignored" or "miss".
 
 Classic file lines take a fast path: a line that does not contain any of the filter's syslog
-tags cannot be from its program and is not parsed at all. The verdicts are the same as
-`agent.lines.event_from_line` followed by `Filter.match` (a test holds them to that).
+tags cannot be from its program and is not parsed at all, and the rest are matched by
+`parsers.fileline`. The verdicts are the same as `agent.lines.event_from_line` followed by
+`Filter.match` (tests hold them to that).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from itertools import islice
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from itertools import islice
+from typing import Callable, Iterable, Iterator
 
 from agent.lines import LineError, event_from_line
 from parsers.filter import Address, Filter, Verdict, parse_address
-from parsers.fileline import ERROR, OTHER, FileLineMatcher
+from parsers.fileline import OTHER, FileLineMatcher
 
 # report(lineno, line, verdict, address, captures, reason, counts)
 Reporter = Callable[[int, str, str, "Address | None", dict, str, bool], None]
@@ -37,7 +39,8 @@ class Summary:
     addresses: Counter = field(default_factory=Counter)
 
 
-_BLOCK = 65536
+_BLOCK_LINES = 65536
+_BLOCK_BYTES = 1 << 22
 _NOT_CLASSIC = frozenset(["", "{", "<", "#", "\n", "\r", " ", "\t"])
 SKIP = Verdict("skip")
 
@@ -62,47 +65,41 @@ class FilterTester:
         self.report = report
         self.progress = progress
         self.summary = Summary()
+        self._classic = FileLineMatcher(filter).verdict
+        probes = _probes(filter.syslog)
+        # With one probe, a line without it that starts like a classic line is "other" at
+        # once, and a classic line with it goes straight to the matcher. With several (or
+        # none: a journal-only filter) every line goes through judge(), "" being in every line.
+        self._has_probe = re.compile("|".join(map(re.escape, probes))).search if probes else _never
+        self._direct = len(probes) == 1
+        self._quick_probe = probes[0] if self._direct else ""
+
+    def judge(self, line: str, captures: bool = True) -> Verdict:
+        """The verdict on one line, whatever its format."""
+        first = line[:1]
+        if first in _NOT_CLASSIC:
+            if first == "{" or first == "<":
+                return self._general(line, captures)
+            if first == "#" or not line or line.isspace():
+                return SKIP
+            # A line starting with a space is no well-formed classic line: it gets the
+            # classic parse all the same, to be reported as unparsable.
+        elif self._has_probe(line) is None:
+            return OTHER
+        return self._classic(line, captures)
 
     def run(self, lines: Iterable[str], first_lineno: int = 1) -> Summary:
-        """Read `lines` (numbered from `first_lineno`) and add their verdicts to the summary."""
-        classic = FileLineMatcher(self.filter).verdict
-        tags = self.filter.syslog
-        probes = _probes(tags) or ("\n",)  # a journal-only filter: no classic line is its program's
-        single = probes[0] if len(probes) == 1 else None
-        now = self.now
-        report = self.report
-        want_captures = report is not None
-        counts: Counter[str] = Counter()  # every verdict but the fast path's "other"
-        texts: Counter[str] = Counter()  # failures by address text; merged into addresses below
+        """Read `lines` (numbered from `first_lineno`; a text file or any iterable of lines)
+        and add their verdicts to the summary."""
+        counts: Counter[str] = Counter()  # every verdict but the quick path's "other"
+        texts: Counter[tuple[str, bool]] = Counter()  # failures by (address text, counts)
         lineno = first_lineno - 1
-        source = iter(lines)
-        # Blocks of lines so that progress costs nothing per line.
-        while block := list(islice(source, _BLOCK)):
-            for lineno, line in enumerate(block, lineno + 1):
-                first = line[:1]
-                reason = ""
-                if first in _NOT_CLASSIC:
-                    if first == "{" or first == "<":
-                        result, reason = self._general(line, want_captures)
-                    elif first == "#" or not line or line.isspace():
-                        result = SKIP
-                    else:  # a classic line that starts with a space: not well-formed
-                        result, reason = classic(line, want_captures)
-                elif (single not in line) if single is not None else not any(p in line for p in probes):
-                    # The common case, counted at the end as what is left over.
-                    if report is not None:
-                        report(lineno, line, "other", None, None, "", True)
-                    continue
-                else:
-                    result, reason = classic(line, want_captures)
-                kind = result.kind
-                counts[kind] += 1
-                if kind == "fail":
-                    texts[result.text] += 1
-                    if not result.counts:
-                        counts["uncounted"] += 1
-                if report is not None:
-                    report(lineno, line, kind, result.address, result.captures, reason, result.counts)
+        for block in _blocks(lines):
+            if self.report is None:
+                self._tally(block, counts, texts)
+            else:
+                self._report(block, lineno + 1, counts, texts)
+            lineno += len(block)
             if self.progress is not None:
                 self.progress(lineno)
         s = self.summary
@@ -110,19 +107,67 @@ class FilterTester:
         s.lines += total
         s.skipped += counts["skip"]
         s.errors += counts["error"]
-        s.matched += counts["fail"]
-        s.uncounted += counts["uncounted"]
         s.ignored += counts["ignored"]
         s.missed += counts["miss"]
-        s.other += total - sum(counts.values()) + counts["uncounted"] + counts["other"]
-        for text, count in texts.items():
+        s.other += total - sum(counts.values()) - sum(texts.values()) + counts["other"]
+        for (text, counted), count in texts.items():
+            s.matched += count
+            if not counted:
+                s.uncounted += count
             s.addresses[parse_address(text)] += count
         return s
 
-    def _general(self, line: str, want_captures: bool) -> tuple[Verdict, str]:
+    def _tally(self, block: list[str], counts: Counter[str], texts: Counter[tuple[str, bool]]) -> None:
+        # The hot loop: most lines leave it after one substring test.
+        quick_probe = self._quick_probe
+        direct = self._direct
+        judge = self.judge
+        classic = self._classic
+        for line in block:
+            if quick_probe in line:
+                result = classic(line, False) if direct and line[:1] not in _NOT_CLASSIC else judge(line, False)
+            elif line[:1] in _NOT_CLASSIC:
+                result = judge(line, False)
+            else:
+                continue
+            if result.kind == "fail":
+                texts[result.detail, result.counts] += 1
+            else:
+                counts[result.kind] += 1
+
+    def _report(self, block: list[str], lineno: int, counts: Counter[str],
+                texts: Counter[tuple[str, bool]]) -> None:
+        report = self.report
+        for lineno, line in enumerate(block, lineno):
+            result = self.judge(line)
+            kind = result.kind
+            if kind == "fail":
+                texts[result.detail, result.counts] += 1
+            else:
+                counts[kind] += 1
+            report(lineno, line, kind, result.address, result.captures,
+                   result.detail if kind == "error" else "", result.counts)
+
+    def _general(self, line: str, captures: bool) -> Verdict:
         event = event_from_line(line, self.now)
         if isinstance(event, LineError):
-            return ERROR, event.reason
+            return Verdict("error", detail=event.reason)
         if not self.filter.applies_to(event):
-            return OTHER, ""
-        return self.filter.examine(event.message, want_captures), ""
+            return OTHER
+        return self.filter.examine(event.message, captures)
+
+
+def _never(line: str) -> None:
+    return None
+
+
+def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:
+    # Whole blocks keep the per-line loop tight and let progress be reported per block.
+    readlines = getattr(lines, "readlines", None)
+    if readlines is not None:
+        while block := readlines(_BLOCK_BYTES):
+            yield block
+        return
+    source = iter(lines)
+    while block := list(islice(source, _BLOCK_LINES)):
+        yield block

@@ -23,7 +23,6 @@ from parsers.syslog import (
 )
 
 OTHER = Verdict("other")
-ERROR = Verdict("error")
 
 
 class FileLineMatcher:
@@ -44,24 +43,23 @@ class FileLineMatcher:
         else:
             self._head = self._line = None
 
-    def verdict(self, line: str, captures: bool = True) -> tuple[Verdict, str]:
-        """The verdict on a line and, for "error", the reason."""
+    def verdict(self, line: str, captures: bool = True) -> Verdict:
+        """The verdict on a line ("error" with the reason as its detail)."""
         text = line.rstrip("\r\n")
         if self._line is not None and "\x00" not in text:
             m = self._line.match(text)
             if m is not None:
-                return self.filter.verdict_of(m, self._alternatives[m.lastindex],
-                                              text[m.end("_m"):], captures), ""
+                return self.filter.verdict_of(m, self._alternatives[m.lastindex], text, m.end("_m"), captures)
             head = self._head.match(text)
             if head is not None and not text.startswith("message repeated ", head.end()):
-                return MISS, ""
+                return MISS
         return self._slow(line, captures)
 
-    def _slow(self, line: str, captures: bool) -> tuple[Verdict, str]:
+    def _slow(self, line: str, captures: bool) -> Verdict:
         parsed = file_line_tag_and_message(line)
         if isinstance(parsed, SyslogError):
-            return ERROR, parsed.reason
+            return Verdict("error", detail=parsed.reason)
         tag, message = parsed
         if tag not in self.filter.syslog:
-            return OTHER, ""
-        return self.filter.examine(message, captures), ""
+            return OTHER
+        return self.filter.examine(message, captures)

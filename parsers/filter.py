@@ -77,16 +77,18 @@ class Failure:
 
 
 class Verdict(NamedTuple):
-    """What a filter made of one message: "fail" (with the address), "ignored" or "miss".
+    """What a filter made of one message: "fail" (with the address), "ignored" or "miss";
+    readers of whole lines add "other" (another program's line) and "error" (unparsable).
 
-    `text` is the address as the message wrote it (counting by it is cheaper than by address).
-    A tuple, not a dataclass: one is made for every candidate line, and tuples are made fastest.
+    `detail` is the address as the message wrote it for a failure (counting by it is cheaper
+    than by address), and the reason for an error. A tuple, not a dataclass: one is made for
+    every candidate line, and tuples are made fastest.
     """
 
     kind: str
     address: Address | None = None
     captures: Mapping[str, str] | None = None
-    text: str | None = None
+    detail: str = ""
     counts: bool = True
 
 
@@ -181,16 +183,18 @@ class _RegexList:
         # One regex without a usable literal means any message could match: no prefilter then.
         self.literals = tuple(sorted(set(literals), key=len)) if literals else None
 
-    def match(self, message: str) -> re.Match[str] | None:
+    def match(self, source: str, start: int = 0) -> re.Match[str] | None:
+        """A match of the message that starts at `start` in `source`."""
         if self.regex is None:
             return None
         if self.literals is not None:
+            # Testing all of `source` can only let more through, never fewer.
             for literal in self.literals:
-                if literal in message:
+                if literal in source:
                     break
             else:
                 return None
-        return self.regex.match(message)
+        return self.regex.match(source, start)
 
 
 class Filter:
@@ -208,6 +212,9 @@ class Filter:
         self.syslog = frozenset(syslog)
         self._fail = _RegexList(file, "failregex", list(failregex), need_host=True)
         self._ignore = _RegexList(file, "ignoreregex", list(ignoreregex), need_host=False)
+        # Failures without captures by address text, one table per `counts`: the same few
+        # addresses fail again and again, and a lookup is cheaper than a new Verdict.
+        self._failures: tuple[dict[str, Verdict], dict[str, Verdict]] = ({}, {})
         self._addresses: dict[str, Address | None] = {}
 
     def __repr__(self) -> str:
@@ -253,27 +260,41 @@ class Filter:
         m = self._fail.match(message)
         if m is None:
             return MISS
-        return self.verdict_of(m, self._fail.by_group[m.lastindex], message, captures)
+        return self.verdict_of(m, self._fail.by_group[m.lastindex], message, 0, captures)
 
-    def verdict_of(self, m: re.Match[str], alternative: _Alternative, message: str,
+    def verdict_of(self, m: re.Match[str], alternative: _Alternative, source: str, start: int,
                    captures: bool = True) -> Verdict:
-        """The verdict once a failregex alternative matched `message` (the address checked,
-        ignoreregex applied, the named groups collected)."""
+        """The verdict once a failregex alternative matched the message that starts at `start`
+        in `source`: the address checked, ignoreregex applied, the named groups collected."""
         text = m.group(alternative.host_group)
-        address = self._addresses.get(text)
-        if address is None:
-            if len(self._addresses) >= _ADDRESS_CACHE_MAX:
-                self._addresses.clear()
-            address = self._addresses[text] = parse_address(text)
-            if address is None:  # 999.1.1.1 and the like: shaped like an address, but not one
-                return MISS
-        if self._ignore.regex is not None and self._ignore.match(message) is not None:
-            return IGNORED
+        if self._ignore.regex is not None and self._ignore.match(source, start) is not None:
+            return IGNORED if self._address(text) is not None else MISS
         if captures and alternative.captures:
+            address = self._address(text)
+            if address is None:
+                return MISS
             named = {name: value for name, group in alternative.captures
                      if (value := m.group(group)) is not None}
             return Verdict("fail", address, named, text, alternative.counts)
-        return Verdict("fail", address, None, text, alternative.counts)
+        known = self._failures[alternative.counts]
+        verdict = known.get(text)
+        if verdict is None:
+            address = self._address(text)
+            if address is None:
+                return MISS
+            if len(known) >= _ADDRESS_CACHE_MAX:
+                known.clear()
+            verdict = known[text] = Verdict("fail", address, None, text, alternative.counts)
+        return verdict
+
+    def _address(self, text: str) -> Address | None:
+        # None for 999.1.1.1 and the like: shaped like an address, but not one.
+        if text in self._addresses:
+            return self._addresses[text]
+        if len(self._addresses) >= _ADDRESS_CACHE_MAX:
+            self._addresses.clear()
+        address = self._addresses[text] = parse_address(text)
+        return address
 
     def match(self, event: Event) -> Failure | None:
         """The failure this entry records, or None."""

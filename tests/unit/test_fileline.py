@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from parsers.fileline import ERROR, OTHER, FileLineMatcher
-from parsers.filter import Filter, filter_from_dict, find_filter, load_filter, modes_of
+from parsers.fileline import OTHER, FileLineMatcher
+from parsers.filter import Filter, Verdict, filter_from_dict, find_filter, load_filter, modes_of
 from parsers.syslog import SyslogError, file_line_tag_and_message
 
 ROOT = Path(__file__).parents[2]
@@ -20,11 +20,11 @@ import gen_authlog  # noqa: E402  (the benchmark's generator: realistic auth.log
 def reference(flt: Filter, line: str):
     parsed = file_line_tag_and_message(line)
     if isinstance(parsed, SyslogError):
-        return ERROR, parsed.reason
+        return Verdict("error", detail=parsed.reason)
     tag, message = parsed
     if tag not in flt.syslog:
-        return OTHER, ""
-    return flt.examine(message), ""
+        return OTHER
+    return flt.examine(message)
 
 
 def sample_lines() -> list[str]:
@@ -74,7 +74,7 @@ def test_one_regex_verdicts_equal_parse_then_examine_for_sshd(corpus, mode) -> N
     for line in corpus:
         expected = reference(flt, line)
         assert matcher.verdict(line) == expected, repr(line)
-        kinds.add(expected[0].kind)
+        kinds.add(expected.kind)
     assert kinds == {"fail", "miss", "other", "error"}
 
 
@@ -92,10 +92,10 @@ def test_filter_with_ignoreregex_and_leading_caret_agrees_too() -> None:
     ]
     verdicts = [matcher.verdict(line) for line in lines]
     assert verdicts == [reference(flt, line) for line in lines]
-    assert [v.kind for v, _ in verdicts] == ["fail", "fail", "ignored", "miss", "other", "miss"]
+    assert [v.kind for v in verdicts] == ["fail", "fail", "ignored", "miss", "other", "miss"]
 
 
 def test_journal_only_filter_never_matches_a_file_line() -> None:
     flt = filter_from_dict({"journal": {"_EXE": ["/usr/sbin/app"]}, "failregex": ["bad <HOST>$"]},
                            file="t", name="t")
-    assert FileLineMatcher(flt).verdict("Nov 24 14:00:01 h app[1]: bad 203.0.113.5\n")[0] is OTHER
+    assert FileLineMatcher(flt).verdict("Nov 24 14:00:01 h app[1]: bad 203.0.113.5\n") is OTHER
