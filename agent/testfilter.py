@@ -135,10 +135,10 @@ class FilterTester:
             else:
                 counts[result.kind] += 1
 
-    def _report(self, block: list[str], lineno: int, counts: Counter[str],
+    def _report(self, block: list[str], first_lineno: int, counts: Counter[str],
                 texts: Counter[tuple[str, bool]]) -> None:
         report = self.report
-        for lineno, line in enumerate(block, lineno):
+        for lineno, line in enumerate(block, first_lineno):
             result = self.judge(line)
             kind = result.kind
             if kind == "fail":

@@ -103,6 +103,7 @@ class Regex:
 
     regex: str
     count: bool = True
+    where: str = ""  # its place in the filter file, for errors ("modes.aggressive.failregex[2]")
 
 
 @dataclass(slots=True, frozen=True)
@@ -150,7 +151,9 @@ class _RegexList:
         literals: list[str] | None = []
         for i, entry in enumerate(regexes):
             where = f"{key}[{i}]"
-            raw, counts = (entry.regex, entry.count) if isinstance(entry, Regex) else (entry, True)
+            raw, counts = entry, True
+            if isinstance(entry, Regex):
+                raw, counts, where = entry.regex, entry.count, entry.where or where
             if not isinstance(raw, str):
                 raise FilterError(file, where, f"expected a string, got {type(raw).__name__}")
             placeholders = _PLACEHOLDER_RE.findall(raw)
@@ -327,6 +330,12 @@ def _regex_list(file: str, key: str, value: object) -> list[str | Regex]:
     return entries
 
 
+def _placed(entries: list[str | Regex], key: str) -> list[Regex]:
+    """The entries with their places in the file, so errors name the list they came from."""
+    return [Regex(e, True, f"{key}[{i}]") if isinstance(e, str) else Regex(e.regex, e.count, f"{key}[{i}]")
+            for i, e in enumerate(entries)]
+
+
 def _string_list(file: str, key: str, value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -387,9 +396,11 @@ def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
         if not isinstance(extra, dict) or set(extra) - _MODE_KEYS:
             raise FilterError(file, f"modes.{mode}", f"expected a table with keys {sorted(_MODE_KEYS)}")
         # A mode adds to the base lists; the index in errors counts on from the base list.
-        failregex = failregex + _regex_list(file, f"modes.{mode}.failregex", extra.get("failregex", []))
-        ignoreregex = ignoreregex + _string_list(file, f"modes.{mode}.ignoreregex",
-                                                 extra.get("ignoreregex", []))
+        failregex = _placed(failregex, "failregex") + _placed(
+            _regex_list(file, f"modes.{mode}.failregex", extra.get("failregex", [])), f"modes.{mode}.failregex")
+        ignoreregex = _placed(ignoreregex, "ignoreregex") + _placed(
+            _string_list(file, f"modes.{mode}.ignoreregex", extra.get("ignoreregex", [])),
+            f"modes.{mode}.ignoreregex")
     if not failregex:
         raise FilterError(file, "failregex", "empty: the filter would never match")
     description = data.get("description", "")

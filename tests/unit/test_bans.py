@@ -192,7 +192,7 @@ def test_many_bans_expire_in_order_with_unbans_and_extensions_between():
     policies = rng.choices([BanPolicy(float(seconds)) for seconds in range(1, 10_001)], k=count)
     addresses = [address(n) for n in range(count)]
     book = BanBook()
-    for target, policy in zip(zip(itertools.repeat("sshd"), addresses), policies):
+    for target, policy in zip(zip(itertools.repeat("sshd"), addresses), policies, strict=False):
         book.ban(target, 0.0, policy)
     for n in range(0, count, 10):  # a tenth are lifted early, another tenth extended
         book.unban("sshd", addresses[n], 0.0)

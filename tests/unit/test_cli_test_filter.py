@@ -73,7 +73,7 @@ def parse_summary(out: str) -> dict:
     assert m, out
     numbers = [int(n.replace(",", "")) for n in m.groups()]
     keys = ["lines", "matched", "ignored", "missed", "other", "skipped", "errors"]
-    summary = dict(zip(keys, numbers))
+    summary = dict(zip(keys, numbers, strict=True))
     after = out[out.index("\naddresses ") + 1:].splitlines()[1:]
     distinct = re.search(r"^addresses +([\d,]+) distinct$", out, re.M)
     summary["distinct"] = int(distinct.group(1).replace(",", ""))

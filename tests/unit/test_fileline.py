@@ -62,7 +62,7 @@ def variants(lines: list[str], rng: random.Random) -> list[str]:
 def corpus() -> list[str]:
     rng = random.Random(11)
     samples = sample_lines()
-    generated = [line for _, line in zip(range(30_000), gen_authlog.generate(30_000, 5))]
+    generated = list(gen_authlog.generate(30_000, 5))
     return samples + variants(samples, rng) + generated
 
 

@@ -31,13 +31,14 @@ def test_uncompilable_regex_names_file_list_and_index(tmp_path) -> None:
     assert str(path) in str(error.value) and "failregex[1]" in str(error.value)
 
 
-def test_mode_regex_errors_count_on_from_the_base_list(tmp_path) -> None:
+def test_mode_regex_errors_name_the_mode_list_and_its_index(tmp_path) -> None:
     path = tmp_path / "modes.toml"
     path.write_text('syslog = ["app"]\nfailregex = ["a <HOST>"]\n'
-                    '[modes.extra]\nfailregex = ["b <HOST>", "c ( <HOST>"]\n')
+                    '[modes.extra]\nfailregex = ["b <HOST>", "c ( <HOST>"]\nignoreregex = ["(x"]\n')
     load_filter(path)  # the base mode alone is fine
-    with pytest.raises(FilterError, match=r"failregex\[2\]"):
+    with pytest.raises(FilterError) as error:
         load_filter(path, mode="extra")
+    assert error.value.where == "modes.extra.failregex[1]"
 
 
 @pytest.mark.parametrize("data,where,reason", [
