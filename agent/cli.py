@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
+from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
 from parsers.filter import SHIPPED_DIR, FilterError, find_filter, load_filter
 
@@ -112,11 +114,18 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
         report = _verbose_reporter(out)
     else:
         report = None
-    progress = _progress_printer(stream, sys.stderr) if sys.stderr.isatty() else None
-    tester = FilterTester(flt, now=time.time(), report=report, progress=progress)
+    jobs = args.jobs if args.jobs is not None else available_cpus()
     started = time.perf_counter()
-    with stream:
-        summary = tester.run(stream)
+    if report is None and jobs > 1 and args.file != "-" and stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+        # A summary of a regular file can be counted in parts, one process per CPU.
+        stream.close()
+        summary = count_file(Path(args.file), flt, time.time(), jobs)
+        progress = None
+    else:
+        progress = _progress_printer(stream, sys.stderr) if sys.stderr.isatty() else None
+        tester = FilterTester(flt, now=time.time(), report=report, progress=progress)
+        with stream:
+            summary = tester.run(stream)
     elapsed = time.perf_counter() - started
     if progress is not None:
         sys.stderr.write("\r\033[K")
@@ -157,6 +166,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jailwarden", description="Intrusion-prevention agent.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -170,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--mode", default=None, help="the filter mode (default: normal)")
     test.add_argument("--json", action="store_true", help="one JSON object per data line")
     test.add_argument("-v", "--verbose", action="store_true", help="print each line's verdict")
+    test.add_argument("--jobs", "-j", type=_positive, default=None, metavar="N",
+                      help="processes counting a large file's summary (default: one per CPU)")
     test.set_defaults(func=cmd_test_filter)
 
     check = commands.add_parser(

@@ -38,6 +38,12 @@ class Summary:
     missed: int = 0
     addresses: Counter = field(default_factory=Counter)
 
+    def add(self, other: Summary) -> None:
+        """Add another part of the same log's counts to these."""
+        for name in ("lines", "skipped", "other", "errors", "matched", "uncounted", "ignored", "missed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.addresses.update(other.addresses)
+
 
 _BLOCK_LINES = 65536
 _BLOCK_BYTES = 1 << 22
