@@ -38,7 +38,12 @@ _PLACEHOLDERS = {
     "<IP6>": rf"(?P<host>{_IP6}|\[{_IP6}\]){_END}",
 }
 _PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in _PLACEHOLDERS))
-_GROUP_RE = re.compile(r"\(\?P<([A-Za-z_]\w*)>|\(\?P=([A-Za-z_]\w*)\)")
+_GROUP_RE = re.compile(r"\(\?P<([A-Za-z_]\w*)>|\(\?P=([A-Za-z_]\w*)\)|\(\?\(([A-Za-z_]\w*)\)")
+# Flags written at the start of a regex apply to the whole pattern; inside the combined
+# alternation they must become scoped, "(?i)x" -> "(?i:x)".
+_LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+# Numbered groups would point at another alternative's groups once the list is combined.
+_NUMBERED_REFERENCE = re.compile(r"(?<!\\)\\[1-9]|\(\?\(\d")
 _ADDRESS_CACHE_MAX = 65536
 # A literal shorter than this is in nearly every message: testing for it costs more than it saves.
 _MIN_LITERAL = 3
@@ -124,7 +129,9 @@ def _rename_groups(regex: str, index: int) -> str:
     def rename(m: re.Match[str]) -> str:
         if m.group(1) is not None:
             return f"(?P<{m.group(1)}__{index}>"
-        return f"(?P={m.group(2)}__{index})"
+        if m.group(2) is not None:
+            return f"(?P={m.group(2)}__{index})"
+        return f"(?({m.group(3)}__{index})"
 
     return _GROUP_RE.sub(rename, regex)
 
@@ -168,6 +175,14 @@ class _RegexList:
                 compiled = re.compile(expanded)
             except re.error as error:
                 raise FilterError(file, where, f"does not compile: {error}") from None
+            if _NUMBERED_REFERENCE.search(raw):
+                raise FilterError(file, where, "numbered back-references (\\1, (?(1)...)) are not supported: "
+                                               "name the group, (?P<name>...) and (?P=name)")
+            flags = _LEADING_FLAGS.match(expanded)
+            if flags is not None:
+                # A verbose regex may end in a "# comment": close the group on a new line.
+                end = "\n)" if "x" in flags.group(1) else ")"
+                expanded = f"(?{flags.group(1)}:{expanded[flags.end():]}{end}"
             if any(name.startswith("_") or "__" in name for name in compiled.groupindex):
                 raise FilterError(file, where, "group names starting with '_' or holding '__' are reserved")
             names = tuple((name, f"{name}__{i}") for name in compiled.groupindex if name != "host")
@@ -179,6 +194,10 @@ class _RegexList:
                 literals = literals + [literal] if literal and len(literal) >= _MIN_LITERAL else None
         # The alternatives with their groups renamed, for patterns that embed this list.
         self.pattern = "|".join(parts)
+        try:
+            re.compile(self.pattern)
+        except re.error as error:  # each regex compiled alone; only their combination is left
+            raise FilterError(file, key, f"the regexes do not compile together: {error}") from None
         self.regex = re.compile(self.pattern) if parts else None
         # The wrapper group of the alternative that matched closes last, so it is m.lastindex.
         self.by_group = {self.regex.groupindex[f"_{i}"]: alternative

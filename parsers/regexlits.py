@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 
-# re's own parser (private, stable across 3.11-3.13) gives the pattern's structure.
-from re import _constants as _c, _parser as _p
+# re's own parser gives the pattern's structure. It is private: should a later Python move
+# it, filters only lose their prefilter.
+try:
+    from re import _constants as _c, _parser as _p
+except ImportError:  # pragma: no cover - no such Python yet
+    _c = _p = None
 
 
 def required_literal(pattern: str) -> str | None:
@@ -15,6 +19,8 @@ def required_literal(pattern: str) -> str | None:
     of it. Alternations, optional parts and repeats end a run. A pattern with case-insensitive
     parts gives None (a plain substring test would then be wrong).
     """
+    if _p is None:
+        return None
     try:
         parsed = _p.parse(pattern)
     except re.error:

@@ -182,3 +182,28 @@ def test_a_regex_marked_count_false_names_the_address_but_does_not_count() -> No
     counted = flt.match(syslog_event("Failed for x from 203.0.113.5"))
     assert evidence.address == counted.address == ipaddress.ip_address("203.0.113.5")
     assert (evidence.counts, counted.counts) == (False, True)
+
+
+def test_inline_flags_apply_to_their_own_regex_only() -> None:
+    flt = make(["(?i)failed login from <HOST>$", "Bad from <HOST>$"])
+    assert flt.examine("FAILED LOGIN from 203.0.113.5").kind == "fail"
+    assert flt.examine("BAD from 203.0.113.5").kind == "miss"
+    assert flt.examine("Bad from 203.0.113.5").kind == "fail"
+
+
+def test_verbose_regex_with_comments_works() -> None:
+    flt = make(["(?x) failed \\s+ from \\s+ <HOST> $  # the address"])
+    assert flt.examine("failed from 203.0.113.5").kind == "fail"
+
+
+def test_named_back_references_and_conditionals_stay_within_their_regex() -> None:
+    flt = make(["(?P<w>\\w+) again (?P=w) from <HOST>$", "(?P<q>')?x(?(q)') from <HOST>$"])
+    assert flt.examine("abc again abc from 203.0.113.5").kind == "fail"
+    assert flt.examine("abc again abd from 203.0.113.5").kind == "miss"
+    assert flt.examine("'x' from 203.0.113.5").kind == "fail"
+
+
+@pytest.mark.parametrize("regex", ["(a)\\1 <HOST>", "(a)?(?(1)b) <HOST>"])
+def test_numbered_back_references_are_a_clear_error(regex) -> None:
+    with pytest.raises(FilterError, match="numbered back-references"):
+        make([regex])
