@@ -259,9 +259,9 @@ class Filter:
     def applies_to(self, event: Event) -> bool:
         """Is this entry from a program the filter is for?
 
-        Journal entries are identified by the fields the filter names (by default the trusted
-        `_SYSTEMD_UNIT` and `_COMM`, which a local user cannot forge); syslog and file lines
-        only have the tag the sender wrote.
+        Journal entries are identified by the fields the filter names (filters name fields
+        journald sets from the kernel, such as `_EXE`); syslog and file lines only have the
+        tag the sender wrote.
         """
         fields = event.fields
         if event.source == "journal":
