@@ -85,10 +85,11 @@ def _print_summary(out: TextIO, flt, path: Path, s: Summary, elapsed: float, ver
     if s.uncounted:
         out.write(f"           {s.uncounted:,} of the matched lines do not count towards maxretry "
                   f"(the service logs the same attempt in another line)\n")
-    out.write(f"addresses  {len(s.addresses):,} distinct\n")
+    out.write(f"addresses  {len(s.addresses):,} distinct; per address: matched lines, "
+              f"failures counted towards maxretry\n")
     listed = s.addresses.most_common(None if verbose else _TOP)
     for address, count in listed:
-        out.write(f"           {str(address):<39} {count:>9,}\n")
+        out.write(f"           {str(address):<39} {count:>9,} {s.counted[address]:>9,}\n")
     if len(listed) < len(s.addresses):
         out.write(f"           ... {len(s.addresses) - len(listed):,} more (-v lists all)\n")
     rate = s.lines / elapsed if elapsed > 0 else 0.0

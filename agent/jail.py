@@ -79,7 +79,10 @@ class Jail:
             window = []
         else:
             del window[: bisect.bisect_right(window, cutoff)]
-        bisect.insort(window, when)
+        # A line standing for several identical failures adds them all (never more than
+        # needed to reach maxretry, so a forged huge count costs no memory).
+        for _ in range(min(failure.repeat, self.maxretry)):
+            bisect.insort(window, when)
         if len(window) >= self.maxretry:
             self._windows.pop(address, None)
             return BanDecision(self.name, address, now, len(window), failure)

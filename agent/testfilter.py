@@ -34,6 +34,7 @@ class Summary:
     errors: int = 0
     matched: int = 0
     uncounted: int = 0  # matched lines whose regex is marked count = false
+    counted: Counter = field(default_factory=Counter)  # failures towards maxretry, by address
     ignored: int = 0
     missed: int = 0
     addresses: Counter = field(default_factory=Counter)
@@ -43,6 +44,7 @@ class Summary:
         for name in ("lines", "skipped", "other", "errors", "matched", "uncounted", "ignored", "missed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.addresses.update(other.addresses)
+        self.counted.update(other.counted)
 
 
 _BLOCK_LINES = 65536
@@ -98,7 +100,8 @@ class FilterTester:
         """Read `lines` (numbered from `first_lineno`; a text file or any iterable of lines)
         and add their verdicts to the summary."""
         counts: Counter[str] = Counter()  # every verdict but the quick path's "other"
-        texts: Counter[tuple[str, bool]] = Counter()  # failures by (address text, counts)
+        texts: Counter[tuple[str, bool]] = Counter()  # matched lines by (address text, counts)
+        self._repeats: Counter[str] = Counter()  # counted failures beyond one per line
         lineno = first_lineno - 1
         for block in _blocks(lines):
             if self.report is None:
@@ -117,10 +120,13 @@ class FilterTester:
         s.missed += counts["miss"]
         s.other += total - sum(counts.values()) - sum(texts.values()) + counts["other"]
         for (text, counted), count in texts.items():
+            address = parse_address(text)
             s.matched += count
-            if not counted:
+            s.addresses[address] += count
+            if counted:
+                s.counted[address] += count + self._repeats[text]
+            else:
                 s.uncounted += count
-            s.addresses[parse_address(text)] += count
         return s
 
     def _tally(self, block: list[str], counts: Counter[str], texts: Counter[tuple[str, bool]]) -> None:
@@ -138,6 +144,8 @@ class FilterTester:
                 continue
             if result.kind == "fail":
                 texts[result.detail, result.counts] += 1
+                if result.repeat != 1 and result.counts:
+                    self._repeats[result.detail] += result.repeat - 1
             else:
                 counts[result.kind] += 1
 
@@ -149,6 +157,8 @@ class FilterTester:
             kind = result.kind
             if kind == "fail":
                 texts[result.detail, result.counts] += 1
+                if result.repeat != 1 and result.counts:
+                    self._repeats[result.detail] += result.repeat - 1
             else:
                 counts[kind] += 1
             report(lineno, line, kind, result.address, result.captures,

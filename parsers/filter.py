@@ -47,7 +47,7 @@ _NUMBERED_REFERENCE = re.compile(r"(?<!\\)\\[1-9]|\(\?\(\d")
 _ADDRESS_CACHE_MAX = 65536
 # A literal shorter than this is in nearly every message: testing for it costs more than it saves.
 _MIN_LITERAL = 3
-_REPEATED = re.compile(r"message repeated \d+ times: \[ ?(.*)\]$")
+_REPEATED = re.compile(r"message repeated ([1-9][0-9]{0,5}) times: \[ ?(.*)\]$")
 
 
 class FilterError(Exception):
@@ -79,6 +79,7 @@ class Failure:
     message: str
     captures: Mapping[str, str] = field(default_factory=dict)
     counts: bool = True  # False: evidence of an attempt that another line counts
+    repeat: int = 1  # one log line for this many identical failures
 
 
 class Verdict(NamedTuple):
@@ -95,6 +96,7 @@ class Verdict(NamedTuple):
     captures: Mapping[str, str] | None = None
     detail: str = ""
     counts: bool = True
+    repeat: int = 1  # how many times the service logged it ("message repeated N times")
 
 
 MISS = Verdict("miss")
@@ -274,11 +276,13 @@ class Filter:
     def examine(self, message: str, captures: bool = True) -> Verdict:
         """The verdict on a message, identity aside (`captures=False` skips the named groups)."""
         if message.startswith("message repeated "):
-            # rsyslog's RepeatedMsgReduction wraps identical consecutive messages; the
-            # program's own message is inside (counted once: the wrapper gives no times).
+            # rsyslog's RepeatedMsgReduction wraps N identical consecutive messages in one
+            # line; the program's own message is inside, and it happened N times.
             repeated = _REPEATED.match(message)
             if repeated is not None:
-                message = repeated.group(1)
+                verdict = self.examine(repeated.group(2), captures)
+                times = int(repeated.group(1))
+                return verdict._replace(repeat=times) if verdict.kind == "fail" and times > 1 else verdict
         m = self._fail.match(message)
         if m is None:
             return MISS
@@ -326,7 +330,7 @@ class Filter:
         if verdict.kind != "fail":
             return None
         return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {},
-                       verdict.counts)
+                       verdict.counts, verdict.repeat)
 
 
 def _regex_list(file: str, key: str, value: object) -> list[str | Regex]:

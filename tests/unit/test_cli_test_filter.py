@@ -75,13 +75,15 @@ def parse_summary(out: str) -> dict:
     keys = ["lines", "matched", "ignored", "missed", "other", "skipped", "errors"]
     summary = dict(zip(keys, numbers, strict=True))
     after = out[out.index("\naddresses ") + 1:].splitlines()[1:]
-    distinct = re.search(r"^addresses +([\d,]+) distinct$", out, re.M)
+    distinct = re.search(r"^addresses +([\d,]+) distinct;", out, re.M)
     summary["distinct"] = int(distinct.group(1).replace(",", ""))
     listed = {}
     for line in after:
         if line.startswith("time "):
             break
-        address, count = line.split()
+        if line.lstrip().startswith("..."):
+            continue
+        address, count, _counted = line.split()
         listed[address] = int(count.replace(",", ""))
     summary["addresses"] = listed
     return summary
@@ -230,7 +232,7 @@ def test_summary_thousands_are_grouped(tmp_path, capsys):
     log = write_log(tmp_path, [FAILED_ROOT] * 1234)
     _, out, _ = run(capsys, "sshd", str(log))
     assert "1,234 read: 1,234 matched" in out
-    assert re.search(r"^ +203\.0\.113\.5 +1,234$", out, re.M)
+    assert re.search(r"^ +203\.0\.113\.5 +1,234 +1,234$", out, re.M)
 
 
 def test_summary_lists_top_addresses_and_verbose_lists_all(tmp_path, capsys):
@@ -239,7 +241,7 @@ def test_summary_lists_top_addresses_and_verbose_lists_all(tmp_path, capsys):
     log = write_log(tmp_path, lines + lines[:1])
     _, out, _ = run(capsys, "sshd", str(log))
     assert "25 distinct" in out
-    assert re.search(r"^ +203\.0\.113\.1 +2$", out, re.M)  # most frequent first
+    assert re.search(r"^ +203\.0\.113\.1 +2 +2$", out, re.M)  # most frequent first
     assert "... 5 more (-v lists all)" in out
     assert "203.0.113.25 " not in out
     _, verbose, _ = run(capsys, "sshd", str(log), "-v")
@@ -426,3 +428,16 @@ def test_output_into_closed_pipe_exits_0_without_traceback(tmp_path, output):
     assert "Traceback" not in err, err
     assert "BrokenPipe" not in err, err
     assert code == 0
+
+
+def test_summary_counts_repeated_messages_and_uncounted_lines_per_address(tmp_path, capsys):
+    log = write_log(tmp_path, [
+        "Nov 24 14:00:01 web1 sshd[1]: message repeated 3 times: [ Failed password for root from 203.0.113.9 port 1 ssh2]",
+        "Nov 24 14:00:02 web1 sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
+        "tty=ssh ruser= rhost=203.0.113.9  user=root",
+        "Nov 24 14:00:03 web1 sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2",
+    ])
+    _, out, _ = run(capsys, "sshd", str(log))
+    assert "3 read: 3 matched" in out
+    assert "1 of the matched lines do not count" in out
+    assert re.search(r"^ +203\.0\.113\.9 +3 +4$", out, re.M), out

@@ -207,3 +207,10 @@ def test_named_back_references_and_conditionals_stay_within_their_regex() -> Non
 def test_numbered_back_references_are_a_clear_error(regex) -> None:
     with pytest.raises(FilterError, match="numbered back-references"):
         make([regex])
+
+
+def test_rsyslog_repeated_message_is_examined_inside_and_carries_its_count() -> None:
+    flt = make(["Failed for x from <HOST>$"])
+    failure = flt.match(syslog_event("message repeated 4 times: [ Failed for x from 203.0.113.5]"))
+    assert failure.address == ipaddress.ip_address("203.0.113.5") and failure.repeat == 4
+    assert flt.match(syslog_event("Failed for x from 203.0.113.5")).repeat == 1

@@ -179,3 +179,16 @@ def test_failures_marked_not_counted_never_reach_maxretry():
     assert jail.tracked() == 0
     assert jail.record(failure(), 1000.0) is None
     assert jail.record(failure(), 1000.0) is not None
+
+
+def test_a_line_standing_for_repeated_failures_counts_each_of_them():
+    jail = Jail("sshd", maxretry=3, findtime=600)
+    repeated = Failure(ATTACKER, "sshd", 1000.0, "message repeated 2 times", {}, repeat=2)
+    assert jail.record(repeated, 1000.0) is None
+    assert jail.record(failure(), 1000.0) is not None
+
+
+def test_a_forged_huge_repeat_count_costs_no_memory():
+    jail = Jail("sshd", maxretry=5, findtime=600)
+    decision = jail.record(Failure(ATTACKER, "sshd", 1000.0, "", {}, repeat=10**6), 1000.0)
+    assert decision is not None and decision.failures == 5
