@@ -432,7 +432,8 @@ def test_output_into_closed_pipe_exits_0_without_traceback(tmp_path, output):
 
 def test_summary_counts_repeated_messages_and_uncounted_lines_per_address(tmp_path, capsys):
     log = write_log(tmp_path, [
-        "Nov 24 14:00:01 web1 sshd[1]: message repeated 3 times: [ Failed password for root from 203.0.113.9 port 1 ssh2]",
+        "Nov 24 14:00:01 web1 sshd[1]: message repeated 3 times: "
+        "[ Failed password for root from 203.0.113.9 port 1 ssh2]",
         "Nov 24 14:00:02 web1 sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
         "tty=ssh ruser= rhost=203.0.113.9  user=root",
         "Nov 24 14:00:03 web1 sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2",
