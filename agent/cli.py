@@ -25,19 +25,24 @@ def _open_input(name: str) -> TextIO:
     return open(name, encoding="utf-8", errors="replace", newline="\n")
 
 
-def _progress_printer(stream: TextIO, err: TextIO):
+def _progress_printer(err: TextIO, stream: TextIO | None = None):
+    """show(lines, fraction): lines read so far and, where known, the fraction of the input
+    (read from `stream`'s position when not given)."""
     try:
-        size = os.fstat(stream.fileno()).st_size
-        raw = stream.buffer
-        raw.tell()
+        size = os.fstat(stream.fileno()).st_size if stream is not None else 0
+        raw = stream.buffer if stream is not None else None
+        if raw is not None:
+            raw.tell()
     except (OSError, AttributeError, ValueError):
         size, raw = 0, None
     started = time.monotonic()
 
-    def show(lineno: int) -> None:
-        rate = lineno / max(time.monotonic() - started, 1e-9)
-        done = f" {100 * raw.tell() / size:5.1f}%" if size and raw is not None else ""
-        err.write(f"\r{lineno:>12,} lines{done} {rate:>12,.0f} lines/s")
+    def show(lines: int, fraction: float | None = None) -> None:
+        if fraction is None and size and raw is not None:
+            fraction = raw.tell() / size
+        rate = lines / max(time.monotonic() - started, 1e-9)
+        done = f" {100 * fraction:5.1f}%" if fraction is not None else ""
+        err.write(f"\r{lines:>12,} lines{done} {rate:>12,.0f} lines/s")
         err.flush()
 
     return show
@@ -120,10 +125,10 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     if report is None and jobs > 1 and args.file != "-" and stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
         # A summary of a regular file can be counted in parts, one process per CPU.
         stream.close()
-        summary = count_file(Path(args.file), flt, time.time(), jobs)
-        progress = None
+        progress = _progress_printer(sys.stderr) if sys.stderr.isatty() else None
+        summary = count_file(Path(args.file), flt, time.time(), jobs, progress=progress)
     else:
-        progress = _progress_printer(stream, sys.stderr) if sys.stderr.isatty() else None
+        progress = _progress_printer(sys.stderr, stream) if sys.stderr.isatty() else None
         tester = FilterTester(flt, now=time.time(), report=report, progress=progress)
         with stream:
             summary = tester.run(stream)

@@ -11,6 +11,7 @@ import io
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Callable
 
 from agent.testfilter import FilterTester, Summary
 from parsers.filter import Filter
@@ -18,6 +19,8 @@ from parsers.filter import Filter
 # Below this much of the file per process, starting processes costs more than it saves.
 MIN_BYTES_PER_JOB = 8 << 20
 _READ_BUFFER = 1 << 20
+# Parts per process when progress is shown: each finished part is a progress step.
+_PARTS_PER_JOB = 8
 
 
 def available_cpus() -> int:
@@ -82,22 +85,30 @@ def _start_job(path: Path, filter: Filter, now: float) -> None:
     _job = (path, filter, now)
 
 
-def _count_job(byte_range: tuple[int, int]) -> Summary:
+def _count_job(byte_range: tuple[int, int]) -> tuple[tuple[int, int], Summary]:
     path, filter, now = _job
-    return count_range(path, *byte_range, filter, now)
+    return byte_range, count_range(path, *byte_range, filter, now)
 
 
-def count_file(path: Path, filter: Filter, now: float, jobs: int,
-               min_bytes: int = MIN_BYTES_PER_JOB) -> Summary:
-    """The summary of a whole file, counted by up to `jobs` processes."""
-    ranges = split(path, jobs, min_bytes)
-    if len(ranges) == 1:
-        return count_range(path, *ranges[0], filter, now)
+def count_file(path: Path, filter: Filter, now: float, jobs: int, min_bytes: int = MIN_BYTES_PER_JOB,
+               progress: Callable[[int, float], None] | None = None) -> Summary:
+    """The summary of a whole file, counted by up to `jobs` processes.
+
+    With `progress`, the file is cut into more, smaller parts than processes, and
+    progress(lines, fraction) is called as each part is done.
+    """
+    parts = split(path, jobs * _PARTS_PER_JOB if progress else jobs, min_bytes)
+    if len(parts) == 1:
+        return count_range(path, *parts[0], filter, now)
+    size = parts[-1][1]
+    total = Summary()
+    done = 0
     # fork: the workers inherit the compiled filter instead of compiling it again.
     context = multiprocessing.get_context("fork")
-    with context.Pool(len(ranges), initializer=_start_job, initargs=(path, filter, now)) as pool:
-        parts = pool.map(_count_job, ranges, chunksize=1)
-    total = Summary()
-    for part in parts:
-        total.add(part)
+    with context.Pool(min(jobs, len(parts)), initializer=_start_job, initargs=(path, filter, now)) as pool:
+        for (start, end), part in pool.imap_unordered(_count_job, parts):
+            total.add(part)
+            done += end - start
+            if progress is not None:
+                progress(total.lines, done / size)
     return total

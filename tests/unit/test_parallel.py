@@ -47,3 +47,13 @@ def test_summary_in_parts_equals_one_pass(tmp_path) -> None:
     parts = count_file(path, flt, NOW, jobs=3, min_bytes=1000)
     assert parts == whole
     assert whole.matched and whole.missed and whole.other and whole.skipped and whole.errors
+
+
+def test_progress_is_reported_per_part_and_ends_at_the_whole_file(tmp_path) -> None:
+    path = mixed_log(tmp_path)
+    flt = load_filter(find_filter("sshd"))
+    seen: list[tuple[int, float]] = []
+    summary = count_file(path, flt, NOW, jobs=2, min_bytes=1000, progress=lambda n, f: seen.append((n, f)))
+    assert len(seen) > 2
+    assert [f for _, f in seen] == sorted(f for _, f in seen)
+    assert seen[-1] == (summary.lines, 1.0)
