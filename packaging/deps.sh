@@ -30,6 +30,13 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing
 fi
 
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "deps: jailwarden needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
+    echo "deps: install a newer one (e.g. python3.11, python3.11-venv, python3.11-dev) and run" \
+         "'PYTHON=python3.11 make test'" >&2
+    exit 1
+fi
+
 # The venv is rebuilt only when the project's declared dependencies changed since the last install.
 stamp="$VENV/.jailwarden-installed"
 if [ ! -x "$VENV/bin/python" ]; then
