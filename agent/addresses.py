@@ -6,18 +6,12 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-Address = IPv4Address | IPv6Address
+from parsers.filter import Address, normalise
+
 Network = IPv4Network | IPv6Network
 
 # ::ffff:0:0/96 — the IPv4-mapped block; a mapped network keeps its IPv4 part below this prefix.
 _MAPPED_PREFIX = 96
-
-
-def normalise(address: Address) -> Address:
-    """The address with IPv4-mapped IPv6 (``::ffff:192.0.2.1``) turned into plain IPv4."""
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def parse_address(text: str) -> Address:

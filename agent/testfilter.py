@@ -19,7 +19,7 @@ from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from agent.lines import LineError, event_from_line
-from parsers.filter import Address, Filter, Verdict, parse_address
+from parsers.filter import Address, Filter, Verdict, captured_address
 from parsers.fileline import OTHER, FileLineMatcher
 
 # report(lineno, line, verdict, address, captures, reason, counts)
@@ -120,7 +120,7 @@ class FilterTester:
         s.missed += counts["miss"]
         s.other += total - sum(counts.values()) - sum(texts.values()) + counts["other"]
         for (text, counted), count in texts.items():
-            address = parse_address(text)
+            address = captured_address(text)
             s.matched += count
             s.addresses[address] += count
             if counted:

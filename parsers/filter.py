@@ -138,17 +138,21 @@ def _rename_groups(regex: str, index: int) -> str:
     return _GROUP_RE.sub(rename, regex)
 
 
-def parse_address(text: str) -> Address | None:
-    """An address from a <HOST> capture: brackets dropped, IPv4-mapped IPv6 made IPv4."""
-    if text.startswith("["):
-        text = text[1:-1]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
+def normalise(address: Address) -> Address:
+    """The address with IPv4-mapped IPv6 (``::ffff:192.0.2.1``) turned into plain IPv4."""
     if address.version == 6 and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def captured_address(text: str) -> Address | None:
+    """The address a <HOST> capture names (brackets dropped, normalised), None if none."""
+    if text.startswith("["):
+        text = text[1:-1]
+    try:
+        return normalise(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 class _RegexList:
@@ -319,7 +323,7 @@ class Filter:
             return self._addresses[text]
         if len(self._addresses) >= _ADDRESS_CACHE_MAX:
             self._addresses.clear()
-        address = self._addresses[text] = parse_address(text)
+        address = self._addresses[text] = captured_address(text)
         return address
 
     def match(self, event: Event) -> Failure | None:
