@@ -1,23 +1,24 @@
-"""Syslog formats: RFC 5424 and RFC 3164 messages, rsyslog file lines, and RFC 6587 TCP framing.
+"""Syslog formats: RFC 5424 and RFC 3164 messages and rsyslog file lines (TCP framing is in
+parsers.framing).
 
 Bytes or text in, records out: no I/O and no clock. Times that carry no year or zone are
 resolved against the ``now`` and ``tz`` the caller passes. Nothing here raises on bad input;
-malformed input comes back as a `SyslogError` or `FramingError` saying what is wrong.
+malformed input comes back as a `SyslogError` saying what is wrong.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime, tzinfo
+from typing import NamedTuple
 
-__all__ = ["FrameDecoder", "FramingError", "SyslogError", "SyslogMessage", "file_line_tag_and_message",
+__all__ = ["SyslogError", "SyslogMessage", "file_line_tag_and_message",
            "parse_file_line", "parse_message"]
 
 StructuredData = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
-_EXCERPT_CHARS = 80
+EXCERPT_CHARS = 80
 # RFC 3164 §4.3.3: a message that arrives without PRI is to be treated as user.notice.
 _NO_PRI_FACILITY, _NO_PRI_SEVERITY = 1, 5
 # A traditional timestamp more than this far ahead of `now` belongs to the previous year
@@ -55,7 +56,6 @@ _SD_ELEMENT = re.compile(rf"\[({_SD_NAME})((?: {_SD_NAME}={_SD_VALUE})*+)\]", re
 _SD_PARAM = re.compile(rf" ({_SD_NAME})={_SD_VALUE}", re.ASCII | re.DOTALL)
 # RFC 5424 §6.3.3: only \" \\ \] are escapes; any other backslash stays as it is.
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
-_FRAME_TRAILER = re.compile(rb"[\n\x00]")
 
 
 class SyslogMessage(NamedTuple):
@@ -92,23 +92,15 @@ class SyslogError:
     excerpt: str
 
 
-@dataclass(slots=True, frozen=True)
-class FramingError:
-    """A fault in a TCP stream (bad length, oversize or truncated frame); decoding goes on."""
-
-    reason: str
-    excerpt: str
-
-
 class _Malformed(Exception):
     """Carries a reason from inside the RFC 5424 parser up to parse_message."""
 
 
-def _excerpt(raw: bytes | bytearray | str) -> str:
+def excerpt(raw: bytes | bytearray | str) -> str:
     # repr() escapes control characters, so an attacker's bytes cannot forge log lines.
-    text = raw[:_EXCERPT_CHARS] if isinstance(raw, str) else bytes(raw[:_EXCERPT_CHARS]).decode(
+    text = raw[:EXCERPT_CHARS] if isinstance(raw, str) else bytes(raw[:EXCERPT_CHARS]).decode(
         "utf-8", "backslashreplace")
-    return repr(text)[1:-1][:_EXCERPT_CHARS]
+    return repr(text)[1:-1][:EXCERPT_CHARS]
 
 
 def parse_message(data: bytes | str, now: float, tz: tzinfo | None = None) -> SyslogMessage | SyslogError:
@@ -126,7 +118,7 @@ def parse_message(data: bytes | str, now: float, tz: tzinfo | None = None) -> Sy
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     if not text.strip():
-        return SyslogError("empty message", _excerpt(text))
+        return SyslogError("empty message", excerpt(text))
     if text[0] != "<":
         return SyslogMessage("rfc3164", text, _NO_PRI_FACILITY, _NO_PRI_SEVERITY)
     close = text.find(">", 1, 5)
@@ -134,18 +126,18 @@ def parse_message(data: bytes | str, now: float, tz: tzinfo | None = None) -> Sy
         head = text[1:5]
         too_long = len(head) == 4 and head.isascii() and head.isdigit()
         return SyslogError("PRI has more than 3 digits" if too_long else
-                           "PRI is not closed by '>' after at most 3 digits", _excerpt(text))
+                           "PRI is not closed by '>' after at most 3 digits", excerpt(text))
     digits = text[1:close]
     if not (digits.isascii() and digits.isdigit()):  # isdigit() alone accepts "²", which int() rejects
-        return SyslogError(f"PRI {digits!r} is not a number", _excerpt(text))
+        return SyslogError(f"PRI {digits!r} is not a number", excerpt(text))
     pri = int(digits)
     if pri > 191:
-        return SyslogError(f"PRI value {pri} out of range 0-191", _excerpt(text))
+        return SyslogError(f"PRI value {pri} out of range 0-191", excerpt(text))
     if text.startswith("1 ", close + 1):
         try:
             return _parse_rfc5424(text, close + 3, pri >> 3, pri & 7, tz)
         except _Malformed as malformed:
-            return SyslogError(str(malformed), _excerpt(text))
+            return SyslogError(str(malformed), excerpt(text))
     return _parse_rfc3164(text, close + 1, pri >> 3, pri & 7, now, tz)
 
 
@@ -180,7 +172,7 @@ def _parse_structured_data(rest: str) -> tuple[StructuredData, int]:
         while end < len(rest) and rest[end] == "[":
             match = _SD_ELEMENT.match(rest, end)
             if match is None:
-                raise _Malformed(f"malformed STRUCTURED-DATA element at '{_excerpt(rest[end:end + 40])}'")
+                raise _Malformed(f"malformed STRUCTURED-DATA element at '{excerpt(rest[end:end + 40])}'")
             params = tuple((name, _SD_ESCAPE.sub(r"\1", value) if "\\" in value else value)
                            for name, value in _SD_PARAM.findall(match[2]))
             found.append((match[1], params))
@@ -235,7 +227,7 @@ def parse_file_line(line: str, now: float, tz: tzinfo | None = None) -> SyslogMe
     """
     line, match = _match_file_line(line)
     if match is None:
-        return SyslogError(_NOT_A_FILE_LINE, _excerpt(line))
+        return SyslogError(_NOT_A_FILE_LINE, excerpt(line))
     prefix, seconds, iso, iso_seconds, offset, hostname, tag, pid, _ = match.groups()
     if prefix is not None:
         timestamp = _traditional_epoch(prefix, seconds, now, tz)
@@ -252,7 +244,7 @@ def file_line_tag_and_message(line: str) -> tuple[str | None, str] | SyslogError
     """
     line, match = _match_file_line(line)
     if match is None:
-        return SyslogError(_NOT_A_FILE_LINE, _excerpt(line))
+        return SyslogError(_NOT_A_FILE_LINE, excerpt(line))
     return match.group(_FILE_LINE_TAG), line[match.end():]
 
 
@@ -346,121 +338,3 @@ def _minute_start(key: tuple[str, int | str | None, tzinfo | None]) -> float | N
         _minute_epochs.clear()
     _minute_epochs[key] = epoch
     return epoch
-
-
-class FrameDecoder:
-    """Splits a TCP syslog stream into frames (RFC 6587).
-
-    Each frame is framed on its own: one starting with a digit 1-9 is octet-counted
-    ("LEN SP MSG", delivered exactly as counted, trailing LF included); any other is
-    newline-delimited (LF, CRLF or NUL ends it; the terminator is removed and blank frames
-    are dropped). Any split of the stream into feed() calls gives the same output, and at
-    most about `max_frame` bytes are kept between calls whatever the input.
-    """
-
-    def __init__(self, max_frame: int = 65536) -> None:
-        if max_frame < 1:
-            raise ValueError(f"max_frame must be at least 1, not {max_frame}")
-        self._max_frame = max_frame
-        self._pending = bytearray()
-        self._skip = 0              # bytes of an oversize octet-counted frame still to drop
-        self._discarding = False    # dropping an oversize newline frame up to its terminator
-        self._as_line = False       # after a bad length field: read this frame as newline-delimited
-        self._searched = 0          # bytes of _pending known to hold no terminator (no rescans)
-
-    def feed(self, data: bytes) -> list[bytes | FramingError]:
-        """Take the next bytes of the stream; return the frames and errors they complete."""
-        out: list[bytes | FramingError] = []
-        buffer = self._pending
-        buffer += data
-        position = 0
-        while position < len(buffer):
-            if self._skip:
-                taken = min(self._skip, len(buffer) - position)
-                self._skip -= taken
-                position += taken
-            elif self._discarding:
-                trailer = _FRAME_TRAILER.search(buffer, position)
-                self._discarding = trailer is None
-                position = len(buffer) if trailer is None else trailer.end()
-            else:
-                if not self._as_line and 0x31 <= buffer[position] <= 0x39:
-                    next_position = self._octet_counted(buffer, position, out)
-                else:
-                    next_position = self._newline_delimited(buffer, position, out)
-                if next_position is None:
-                    break
-                position = next_position
-        del buffer[:position]
-        return out
-
-    def close(self) -> list[bytes | FramingError]:
-        """End of stream: return what the pending bytes amount to, and reset the decoder."""
-        out: list[bytes | FramingError] = []
-        pending = self._pending
-        if pending and not self._skip and not self._discarding:  # those were reported already
-            if not self._as_line and 0x31 <= pending[0] <= 0x39:
-                out.append(FramingError("stream ended inside an octet-counted frame", _excerpt(pending)))
-            else:
-                self._deliver_line(pending, 0, len(pending), out)
-        self._pending = bytearray()
-        self._skip, self._discarding, self._as_line, self._searched = 0, False, False, 0
-        return out
-
-    def _octet_counted(self, buffer: bytearray, start: int, out: list[bytes | FramingError]) -> int | None:
-        """Read the octet-counted frame at `start`; return where the next frame starts, None to wait."""
-        end = start
-        limit = min(len(buffer), start + 10)
-        while end < limit and 0x30 <= buffer[end] <= 0x39:
-            end += 1
-        if end - start > 9:
-            reason = "octet count has more than 9 digits"
-        elif end == len(buffer):
-            return None
-        elif buffer[end] != 0x20:
-            reason = "octet count is not followed by a space"
-            end += 1
-        else:
-            length = int(buffer[start:end])
-            if length > self._max_frame:
-                out.append(FramingError(f"octet-counted frame of {length} bytes exceeds max_frame {self._max_frame}",
-                                        _excerpt(buffer[start:end])))
-                self._skip = length  # skipping exactly the frame keeps the frames after it
-                return end + 1
-            if end + 1 + length > len(buffer):
-                return None
-            out.append(bytes(buffer[end + 1:end + 1 + length]))
-            return end + 1 + length
-        # Most likely a newline-framing sender whose message starts with digits: deliver it.
-        out.append(FramingError(reason + "; reading a newline-delimited frame", _excerpt(buffer[start:end])))
-        self._as_line = True
-        return start
-
-    def _newline_delimited(self, buffer: bytearray, start: int, out: list[bytes | FramingError]) -> int | None:
-        """Read the newline-delimited frame at `start`; return where the next frame starts, None to wait."""
-        trailer = _FRAME_TRAILER.search(buffer, start + self._searched)
-        if trailer is None:
-            # One byte over max_frame may still be the CR of a CRLF, so wait for one more.
-            if len(buffer) - start <= self._max_frame + 1:
-                self._searched = len(buffer) - start
-                return None
-            out.append(self._oversize_line(buffer, start))
-            self._searched, self._as_line, self._discarding = 0, False, True
-            return len(buffer)
-        self._searched, self._as_line = 0, False
-        self._deliver_line(buffer, start, trailer.start(), out)
-        return trailer.end()
-
-    def _deliver_line(self, buffer: bytearray, start: int, stop: int, out: list[bytes | FramingError]) -> None:
-        if stop > start and buffer[stop - 1] == 0x0D:
-            stop -= 1
-        if stop - start > self._max_frame:
-            out.append(self._oversize_line(buffer, start))
-        elif stop > start:
-            out.append(bytes(buffer[start:stop]))
-
-    def _oversize_line(self, buffer: bytearray, start: int) -> FramingError:
-        # The excerpt stays within max_frame + 1 bytes so it is the same however the stream
-        # was split: that much is all the decoder has seen when it stops waiting.
-        shown = buffer[start:start + min(_EXCERPT_CHARS, self._max_frame + 1)]
-        return FramingError(f"newline-delimited frame exceeds max_frame {self._max_frame} bytes", _excerpt(shown))

@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from parsers.framing import FrameDecoder, FramingError
 from parsers.syslog import (
-    FrameDecoder,
-    FramingError,
     SyslogError,
     SyslogMessage,
     file_line_tag_and_message,
