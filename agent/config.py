@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import itertools
-import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from agent.addresses import Address, Network, parse_network
+from agent.addresses import Network
 from agent.bans import WEEK, BanPolicy, BantimeIncrement
+from agent.config_values import (
+    ListenAddress,
+    absolute_path,
+    backend,
+    boolean,
+    describe,
+    factor,
+    filter_reference,
+    listen,
+    network,
+    nonempty_text,
+    parse_duration,
+    positive_int,
+)
 
-BACKENDS = ("ipset", "nftables", "iptables", "route", "hostsdeny", "log")
 DEFAULT_PATH = Path("/etc/jailwarden/jailwarden.toml")
 _LOOPBACK = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv6Network("::1/128"))
 _BANTIME = 3600.0
@@ -63,17 +73,6 @@ class AgentConfig:
     backend: str = "ipset"
     ignore: tuple[Network, ...] = _LOOPBACK
     history_window: float = WEEK  # how long a past ban makes the next one longer
-
-
-@dataclass(slots=True, frozen=True)
-class ListenAddress:
-    transport: str  # "udp" or "tcp"
-    host: Address
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if self.host.version == 6 else str(self.host)
-        return f"{self.transport}://{host}:{self.port}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -126,47 +125,6 @@ class Config:
     sources: SourcesConfig
     jails: dict[str, JailConfig]  # every jail, enabled or not, in the order first defined
     files: tuple[Path, ...]  # the files read, main file first
-
-
-def parse_duration(value: object, *, permanent: bool = False) -> float:
-    """Seconds from 600, 600.5, "600", "10m", "1h30m", "2d", "1w" (units s m h d w, largest first).
-
-    With `permanent`, -1 and "permanent" mean a ban that never ends and return `math.inf`.
-    Zero, negative and infinite values are errors: no duration here means anything with them.
-    Raises ValueError for a bad value, TypeError for a value of the wrong type (a boolean, a list).
-    """
-    if permanent and not isinstance(value, bool) and value in (-1, "-1", "permanent"):
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise TypeError(f'expected a duration such as 600, "10m" or "1h30m", got {_describe(value)}')
-    seconds = _duration_text(value) if isinstance(value, str) else float(value)
-    if not 0 < seconds < math.inf:
-        hint = ' (-1 or "permanent" for a ban that never ends)' if permanent else ""
-        raise ValueError(f"must be a positive, finite duration{hint}, got {value!r}")
-    return seconds
-
-
-_UNITS = {"w": WEEK, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_NUMBER = r"\d+(?:\.\d+)?"
-_DURATION = re.compile(rf"(?:{_NUMBER}[{''.join(_UNITS)}])+")
-
-
-def _duration_text(text: str) -> float:
-    compact = text.replace(" ", "")
-    # A leading minus is parsed only so that the caller can reject it with a clear reason.
-    sign, compact = (-1.0, compact[1:]) if compact.startswith("-") else (1.0, compact)
-    if re.fullmatch(_NUMBER, compact):
-        return sign * float(compact)
-    if not _DURATION.fullmatch(compact):
-        raise ValueError(
-            f"{text!r} is not a duration: write seconds (600) or numbers with units s, m, h, d, w (10m, 1h30m)"
-        )
-    parts = re.findall(rf"({_NUMBER})([{''.join(_UNITS)}])", compact)
-    units = [unit for _, unit in parts]
-    order = list(_UNITS)
-    if any(order.index(a) >= order.index(b) for a, b in itertools.pairwise(units)):
-        raise ValueError(f"{text!r}: each unit at most once, largest first (w d h m s), as in 1h30m")
-    return sign * sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
 def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None,
@@ -270,15 +228,15 @@ class _Checker:
         sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
         journal = self.table(sources.get("journal", {}), ("sources", "journal"), ("enabled",))
         syslog = self.table(sources.get("syslog", {}), ("sources", "syslog"), ("enabled", "listen", "allow"))
-        syslog_values = self.read(syslog, ("sources", "syslog"), {"enabled": _boolean})
-        syslog_values |= self.read_lists(syslog, ("sources", "syslog"), {"listen": _listen, "allow": _network})
+        syslog_values = self.read(syslog, ("sources", "syslog"), {"enabled": boolean})
+        syslog_values |= self.read_lists(syslog, ("sources", "syslog"), {"listen": listen, "allow": network})
         if syslog_values.get("enabled") and syslog.get("listen") == []:
             self.error(("sources", "syslog", "listen"), "the syslog source is enabled but listens nowhere")
         jails = self.table(document.get("jails", {}), ("jails",), None)
         return Config(
             agent=agent,
             sources=SourcesConfig(
-                JournalConfig(**self.read(journal, ("sources", "journal"), {"enabled": _boolean})),
+                JournalConfig(**self.read(journal, ("sources", "journal"), {"enabled": boolean})),
                 SyslogConfig(**syslog_values),
             ),
             jails={name: self.jail(name, jail, agent, jails) for name, jail in jails.items()},
@@ -286,9 +244,9 @@ class _Checker:
         )
 
     def agent(self, table: dict) -> dict[str, Any]:
-        converters = {"state_dir": _absolute_path, "socket": _absolute_path, "backend": _backend}
+        converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend}
         values = self.read(table, ("agent",), converters | {"history_window": parse_duration})
-        return values | self.read_lists(table, ("agent",), {"ignore": _network})
+        return values | self.read_lists(table, ("agent",), {"ignore": network})
 
     def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict) -> JailConfig:
         path = ("jails", name)
@@ -299,16 +257,16 @@ class _Checker:
             table,
             path,
             {
-                "enabled": _boolean,
-                "filter": _filter,
-                "mode": _text,
-                "maxretry": _positive_int,
+                "enabled": boolean,
+                "filter": filter_reference,
+                "mode": nonempty_text,
+                "maxretry": positive_int,
                 "findtime": parse_duration,
                 "bantime": lambda value: parse_duration(value, permanent=True),
-                "backend": _backend,
+                "backend": backend,
             },
         )
-        own_ignore = self.read_lists(table, path, {"ignore": _network}).get("ignore", ())
+        own_ignore = self.read_lists(table, path, {"ignore": network}).get("ignore", ())
         values["ignore"] = tuple(dict.fromkeys(agent.ignore + own_ignore))
         values.setdefault("backend", agent.backend)
         if isinstance(raw, dict) and "filter" not in raw:
@@ -329,11 +287,11 @@ class _Checker:
         if raw is True:
             return BantimeIncrement(**defaults)
         if not isinstance(raw, dict):
-            self.error(path, f"expected a table such as {{ factor = 2, max = \"1w\" }}, or false; got {_describe(raw)}")
+            self.error(path, f"expected a table such as {{ factor = 2, max = \"1w\" }}, or false; got {describe(raw)}")
             return None
         table = self.table(raw, path, ("factor", "max"))
         values = defaults | self.read(
-            table, path, {"factor": _factor, "max": lambda value: parse_duration(value, permanent=True)}
+            table, path, {"factor": factor, "max": lambda value: parse_duration(value, permanent=True)}
         )
         increment = BantimeIncrement(**values)
         try:
@@ -344,7 +302,7 @@ class _Checker:
 
     def table(self, value: object, path: tuple[str, ...], known: tuple[str, ...] | None) -> dict:
         if not isinstance(value, dict):
-            self.error(path, f"expected a table, got {_describe(value)}")
+            self.error(path, f"expected a table, got {describe(value)}")
             return {}
         for key in value if known is not None else ():
             if key not in known:
@@ -370,7 +328,7 @@ class _Checker:
                 continue
             items = table[key]
             if not isinstance(items, list):
-                self.error(path + (key,), f"expected an array, got {_describe(items)}")
+                self.error(path + (key,), f"expected an array, got {describe(items)}")
                 continue
             converted = []
             for index, item in enumerate(items):
@@ -390,82 +348,3 @@ class _Checker:
             if path[:length] in self.origins:
                 return self.origins[path[:length]]
         return self.main_file
-
-
-def _describe(value: object) -> str:
-    kinds = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
-    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
-
-
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {_describe(value)}")
-    return value
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a non-empty string, got {_describe(value)}")
-    return value
-
-
-def _filter(value: object) -> str:
-    text = _text(value)
-    if text.startswith("fail2ban:") and not text.removeprefix("fail2ban:").strip():
-        raise ValueError('"fail2ban:" needs the filter\'s name after it, as in "fail2ban:sshd"')
-    return text
-
-
-def _absolute_path(value: object) -> Path:
-    path = Path(_text(value))
-    if not path.is_absolute():
-        raise ValueError(f"expected an absolute path, got {value!r}")
-    return path
-
-
-def _backend(value: object) -> str:
-    text = _text(value)
-    if text not in BACKENDS:
-        close = difflib.get_close_matches(text, BACKENDS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown backend {text!r} (known: {', '.join(BACKENDS)}){hint}")
-    return text
-
-
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected a whole number of at least 1, got {_describe(value)}")
-    return value
-
-
-def _factor(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
-        raise ValueError(f"expected a finite number of at least 1, got {_describe(value)}")
-    return float(value)
-
-
-def _network(value: object) -> Network:
-    if not isinstance(value, str):
-        raise TypeError(f"expected an address or CIDR network as a string, got {_describe(value)}")
-    return parse_network(value)
-
-
-def _listen(value: object) -> ListenAddress:
-    text = _text(value)
-    example = "as in udp://127.0.0.1:5514 or tcp://[::1]:5514"
-    try:
-        url = urlsplit(text)
-        port = url.port
-    except ValueError:
-        raise ValueError(f"{text!r} is not SCHEME://HOST:PORT with a port from 1 to 65535, {example}") from None
-    if url.scheme not in ("udp", "tcp"):
-        raise ValueError(f"{text!r}: the scheme must be udp:// or tcp://")
-    if url.path or url.query or url.fragment or url.username or url.password:
-        raise ValueError(f"{text!r}: only SCHEME://HOST:PORT is allowed, {example}")
-    if port is None or not 1 <= port <= 65535:
-        raise ValueError(f"{text!r}: needs a port from 1 to 65535, {example}")
-    try:
-        host = ipaddress.ip_address(url.hostname or "")
-    except ValueError:
-        raise ValueError(f"{text!r}: the host must be an IP address (names are not resolved), {example}") from None
-    return ListenAddress(url.scheme, host, port)

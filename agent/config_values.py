@@ -1,0 +1,153 @@
+"""Single config values: durations, addresses and networks, listen URLs, backend names.
+
+Each converter takes what TOML gave and returns the typed value, or raises ValueError (a
+bad value) or TypeError (a value of the wrong type) with a reason fit for the user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from agent.addresses import Address, Network, parse_network
+from agent.bans import WEEK
+
+BACKENDS = ("ipset", "nftables", "iptables", "route", "hostsdeny", "log")
+
+
+@dataclass(slots=True, frozen=True)
+class ListenAddress:
+    transport: str  # "udp" or "tcp"
+    host: Address
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.host.version == 6 else str(self.host)
+        return f"{self.transport}://{host}:{self.port}"
+
+
+
+def parse_duration(value: object, *, permanent: bool = False) -> float:
+    """Seconds from 600, 600.5, "600", "10m", "1h30m", "2d", "1w" (units s m h d w, largest first).
+
+    With `permanent`, -1 and "permanent" mean a ban that never ends and return `math.inf`.
+    Zero, negative and infinite values are errors: no duration here means anything with them.
+    Raises ValueError for a bad value, TypeError for a value of the wrong type (a boolean, a list).
+    """
+    if permanent and not isinstance(value, bool) and value in (-1, "-1", "permanent"):
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f'expected a duration such as 600, "10m" or "1h30m", got {describe(value)}')
+    seconds = _duration_text(value) if isinstance(value, str) else float(value)
+    if not 0 < seconds < math.inf:
+        hint = ' (-1 or "permanent" for a ban that never ends)' if permanent else ""
+        raise ValueError(f"must be a positive, finite duration{hint}, got {value!r}")
+    return seconds
+
+
+_UNITS = {"w": WEEK, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NUMBER = r"\d+(?:\.\d+)?"
+_DURATION = re.compile(rf"(?:{_NUMBER}[{''.join(_UNITS)}])+")
+
+
+def _duration_text(text: str) -> float:
+    compact = text.replace(" ", "")
+    # A leading minus is parsed only so that the caller can reject it with a clear reason.
+    sign, compact = (-1.0, compact[1:]) if compact.startswith("-") else (1.0, compact)
+    if re.fullmatch(_NUMBER, compact):
+        return sign * float(compact)
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(
+            f"{text!r} is not a duration: write seconds (600) or numbers with units s, m, h, d, w (10m, 1h30m)"
+        )
+    parts = re.findall(rf"({_NUMBER})([{''.join(_UNITS)}])", compact)
+    units = [unit for _, unit in parts]
+    order = list(_UNITS)
+    if any(order.index(a) >= order.index(b) for a, b in itertools.pairwise(units)):
+        raise ValueError(f"{text!r}: each unit at most once, largest first (w d h m s), as in 1h30m")
+    return sign * sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def describe(value: object) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+
+
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {describe(value)}")
+    return value
+
+
+def nonempty_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {describe(value)}")
+    return value
+
+
+def filter_reference(value: object) -> str:
+    text = nonempty_text(value)
+    if text.startswith("fail2ban:") and not text.removeprefix("fail2ban:").strip():
+        raise ValueError('"fail2ban:" needs the filter\'s name after it, as in "fail2ban:sshd"')
+    return text
+
+
+def absolute_path(value: object) -> Path:
+    path = Path(nonempty_text(value))
+    if not path.is_absolute():
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    return path
+
+
+def backend(value: object) -> str:
+    text = nonempty_text(value)
+    if text not in BACKENDS:
+        close = difflib.get_close_matches(text, BACKENDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown backend {text!r} (known: {', '.join(BACKENDS)}){hint}")
+    return text
+
+
+def positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {describe(value)}")
+    return value
+
+
+def factor(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+        raise ValueError(f"expected a finite number of at least 1, got {describe(value)}")
+    return float(value)
+
+
+def network(value: object) -> Network:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an address or CIDR network as a string, got {describe(value)}")
+    return parse_network(value)
+
+
+def listen(value: object) -> ListenAddress:
+    text = nonempty_text(value)
+    example = "as in udp://127.0.0.1:5514 or tcp://[::1]:5514"
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise ValueError(f"{text!r} is not SCHEME://HOST:PORT with a port from 1 to 65535, {example}") from None
+    if url.scheme not in ("udp", "tcp"):
+        raise ValueError(f"{text!r}: the scheme must be udp:// or tcp://")
+    if url.path or url.query or url.fragment or url.username or url.password:
+        raise ValueError(f"{text!r}: only SCHEME://HOST:PORT is allowed, {example}")
+    if port is None or not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: needs a port from 1 to 65535, {example}")
+    try:
+        host = ipaddress.ip_address(url.hostname or "")
+    except ValueError:
+        raise ValueError(f"{text!r}: the host must be an IP address (names are not resolved), {example}") from None
+    return ListenAddress(url.scheme, host, port)
