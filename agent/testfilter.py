@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
@@ -41,10 +41,12 @@ class Summary:
 
     def add(self, other: Summary) -> None:
         """Add another part of the same log's counts to these."""
-        for name in ("lines", "skipped", "other", "errors", "matched", "uncounted", "ignored", "missed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.addresses.update(other.addresses)
-        self.counted.update(other.counted)
+        for item in fields(self):
+            mine = getattr(self, item.name)
+            if isinstance(mine, Counter):
+                mine.update(getattr(other, item.name))
+            else:
+                setattr(self, item.name, mine + getattr(other, item.name))
 
 
 _BLOCK_LINES = 65536
