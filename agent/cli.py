@@ -13,7 +13,8 @@ from typing import TextIO
 
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
-from parsers.filter import SHIPPED_DIR, FilterError, find_filter, load_filter
+from parsers.filter import FilterError
+from parsers.filterfile import SHIPPED_DIR, find_filter, load_filter
 
 DEFAULT_CONFIG = "/etc/jailwarden/jailwarden.toml"
 _TOP = 20

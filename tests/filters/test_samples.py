@@ -17,7 +17,7 @@ import pytest
 
 from agent.lines import LineError, event_from_line
 from agent.testfilter import FilterTester
-from parsers.filter import find_filter, load_filter, modes_of
+from parsers.filterfile import find_filter, load_filter, modes_of
 
 HERE = Path(__file__).parent
 NOW = time.mktime((2026, 11, 25, 12, 0, 0, 0, 0, -1))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from parsers.fileline import OTHER, FileLineMatcher
-from parsers.filter import Filter, Verdict, filter_from_dict, find_filter, load_filter, modes_of
+from parsers.filter import Filter, Verdict
+from parsers.filterfile import filter_from_dict, find_filter, load_filter, modes_of
 from parsers.syslog import SyslogError, file_line_tag_and_message
 
 ROOT = Path(__file__).parents[2]

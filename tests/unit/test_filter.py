@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from agent.events import LogEvent
-from parsers.filter import FilterError, filter_from_dict, find_filter, load_filter
+from parsers.filter import FilterError
+from parsers.filterfile import filter_from_dict, find_filter, load_filter
 from parsers.regexlits import required_literal
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.parallel import split, count_file
 from agent.testfilter import FilterTester
-from parsers.filter import find_filter, load_filter
+from parsers.filterfile import find_filter, load_filter
 
 SAMPLES = Path(__file__).parents[1] / "filters" / "sshd.log"
 NOW = time.mktime((2026, 11, 25, 12, 0, 0, 0, 0, -1))
