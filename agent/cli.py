@@ -13,7 +13,7 @@ from typing import TextIO
 
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
-from parsers.filter import FilterError
+from parsers.filter import FilterError, Verdict
 from parsers.filterfile import SHIPPED_DIR, find_filter, load_filter
 
 DEFAULT_CONFIG = "/etc/jailwarden/jailwarden.toml"
@@ -50,15 +50,17 @@ def _progress_printer(err: TextIO, stream: TextIO | None = None):
 
 
 def _verbose_reporter(out: TextIO):
-    def report(lineno, line, verdict, address, captures, reason, counts) -> None:
-        if verdict == "skip":
+    def report(lineno: int, line: str, verdict: Verdict) -> None:
+        if verdict.kind == "skip":
             return
-        detail = str(address) if address is not None else reason
-        if captures:
-            detail += " " + " ".join(f"{k}={v}" for k, v in captures.items())
-        if verdict == "fail" and not counts:
+        detail = str(verdict.address) if verdict.kind == "fail" else verdict.detail
+        if verdict.captures:
+            detail += " " + " ".join(f"{k}={v}" for k, v in verdict.captures.items())
+        if verdict.kind == "fail" and verdict.repeat != 1:
+            detail += f" (x{verdict.repeat})"
+        if verdict.kind == "fail" and not verdict.counts:
             detail += " (not counted)"
-        out.write(f"{lineno:>8} {verdict.upper():<7} {detail:<40} | {line.rstrip()}\n")
+        out.write(f"{lineno:>8} {verdict.kind.upper():<7} {detail:<40} | {line.rstrip()}\n")
 
     return report
 
@@ -66,18 +68,20 @@ def _verbose_reporter(out: TextIO):
 def _json_reporter(out: TextIO, name: str):
     dumps = json.dumps
 
-    def report(lineno, line, verdict, address, captures, reason, counts) -> None:
-        if verdict == "skip":
+    def report(lineno: int, line: str, verdict: Verdict) -> None:
+        if verdict.kind == "skip":
             return
-        record = {"lineno": lineno, "match": verdict == "fail",
-                  "host": str(address) if verdict == "fail" else None,
-                  "filter": name, "verdict": verdict}
-        if verdict == "fail" and not counts:
+        failed = verdict.kind == "fail"
+        record = {"lineno": lineno, "match": failed, "host": str(verdict.address) if failed else None,
+                  "filter": name, "verdict": verdict.kind}
+        if failed and not verdict.counts:
             record["counted"] = False
-        if captures:
-            record["captures"] = captures
-        if reason:
-            record["reason"] = reason
+        if failed and verdict.repeat != 1:
+            record["repeat"] = verdict.repeat
+        if verdict.captures:
+            record["captures"] = verdict.captures
+        if verdict.kind == "error":
+            record["reason"] = verdict.detail
         out.write(dumps(record) + "\n")
 
     return report

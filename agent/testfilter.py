@@ -19,11 +19,11 @@ from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from agent.lines import LineError, event_from_line
-from parsers.filter import Address, Filter, Verdict, captured_address
+from parsers.filter import Filter, Verdict, captured_address
 from parsers.fileline import OTHER, FileLineMatcher
 
-# report(lineno, line, verdict, address, captures, reason, counts)
-Reporter = Callable[[int, str, str, "Address | None", dict, str, bool], None]
+# report(lineno, line, verdict): "error" verdicts carry the reason as their detail.
+Reporter = Callable[[int, str, Verdict], None]
 
 
 @dataclass(slots=True)
@@ -163,8 +163,7 @@ class FilterTester:
                     self._repeats[result.detail] += result.repeat - 1
             else:
                 counts[kind] += 1
-            report(lineno, line, kind, result.address, result.captures,
-                   result.detail if kind == "error" else "", result.counts)
+            report(lineno, line, result)
 
     def _general(self, line: str, captures: bool) -> Verdict:
         event = event_from_line(line, self.now)

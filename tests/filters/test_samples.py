@@ -95,7 +95,8 @@ def test_sample_line_verdict(name: str, mode: str, sample: Sample) -> None:
         assert failure.captures.get("user") == sample.user, where
 
     verdicts = []
-    FilterTester(flt, NOW, report=lambda lineno, line, v, a, *_: verdicts.append((v, a))).run([sample.line + "\n"])
+    tester = FilterTester(flt, NOW, report=lambda lineno, line, v: verdicts.append((v.kind, v.address)))
+    tester.run([sample.line + "\n"])
     (verdict, address), = verdicts
     got_fast = str(address) if verdict == "fail" else None
     assert got_fast == expected, f"{where}: test-filter reported {got_fast} ({verdict}), expected {expected}"

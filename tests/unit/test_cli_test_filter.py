@@ -442,3 +442,17 @@ def test_summary_counts_repeated_messages_and_uncounted_lines_per_address(tmp_pa
     assert "3 read: 3 matched" in out
     assert "1 of the matched lines do not count" in out
     assert re.search(r"^ +203\.0\.113\.9 +3 +4$", out, re.M), out
+
+
+def test_json_marks_repeated_and_uncounted_matches(tmp_path, capsys):
+    log = write_log(tmp_path, [
+        "Nov 24 14:00:01 web1 sshd[1]: message repeated 3 times: "
+        "[ Failed password for root from 203.0.113.9 port 1 ssh2]",
+        "Nov 24 14:00:02 web1 sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
+        "tty=ssh ruser= rhost=203.0.113.9  user=root",
+    ])
+    repeated, evidence = run_json(capsys, "sshd", str(log))
+    assert repeated["repeat"] == 3 and "counted" not in repeated
+    assert evidence["counted"] is False and "repeat" not in evidence
+    _, verbose, _ = run(capsys, "sshd", str(log), "-v")
+    assert "(x3)" in verbose and "(not counted)" in verbose
