@@ -79,10 +79,10 @@ class FilterTester:
         probes = _probes(filter.syslog)
         # With one probe, a line without it that starts like a classic line is "other" at
         # once, and a classic line with it goes straight to the matcher. With several (or
-        # none: a journal-only filter) every line goes through judge(), "" being in every line.
+        # none: a journal-only filter) the quick probe is "", which is in every line, and
+        # every line goes through judge().
         self._has_probe = re.compile("|".join(map(re.escape, probes))).search if probes else _never
-        self._direct = len(probes) == 1
-        self._quick_probe = probes[0] if self._direct else ""
+        self._quick_probe = probes[0] if len(probes) == 1 else ""
 
     def judge(self, line: str, captures: bool = True) -> Verdict:
         """The verdict on one line, whatever its format."""
@@ -101,15 +101,15 @@ class FilterTester:
     def run(self, lines: Iterable[str], first_lineno: int = 1) -> Summary:
         """Read `lines` (numbered from `first_lineno`; a text file or any iterable of lines)
         and add their verdicts to the summary."""
-        counts: Counter[str] = Counter()  # every verdict but the quick path's "other"
-        texts: Counter[tuple[str, bool]] = Counter()  # matched lines by (address text, counts)
-        self._repeats: Counter[str] = Counter()  # counted failures beyond one per line
+        counts = self._counts = Counter()  # every verdict but "fail" and the quick path's "other"
+        texts = self._texts = Counter()  # matched lines by (address text, counts)
+        self._repeats = Counter()  # counted failures beyond one per line, by address text
         lineno = first_lineno - 1
         for block in _blocks(lines):
             if self.report is None:
-                self._tally(block, counts, texts)
+                self._tally(block)
             else:
-                self._report(block, lineno + 1, counts, texts)
+                self._report(block, lineno + 1)
             lineno += len(block)
             if self.progress is not None:
                 self.progress(lineno)
@@ -131,39 +131,31 @@ class FilterTester:
                 s.uncounted += count
         return s
 
-    def _tally(self, block: list[str], counts: Counter[str], texts: Counter[tuple[str, bool]]) -> None:
+    def _tally(self, block: list[str]) -> None:
         # The hot loop: most lines leave it after one substring test.
         quick_probe = self._quick_probe
-        direct = self._direct
         judge = self.judge
         classic = self._classic
+        add = self._add
         for line in block:
             if quick_probe in line:
-                result = classic(line, False) if direct and line[:1] not in _NOT_CLASSIC else judge(line, False)
+                add(classic(line, False) if quick_probe and line[:1] not in _NOT_CLASSIC else judge(line, False))
             elif line[:1] in _NOT_CLASSIC:
-                result = judge(line, False)
-            else:
-                continue
-            if result.kind == "fail":
-                texts[result.detail, result.counts] += 1
-                if result.repeat != 1 and result.counts:
-                    self._repeats[result.detail] += result.repeat - 1
-            else:
-                counts[result.kind] += 1
+                add(judge(line, False))
 
-    def _report(self, block: list[str], first_lineno: int, counts: Counter[str],
-                texts: Counter[tuple[str, bool]]) -> None:
-        report = self.report
+    def _report(self, block: list[str], first_lineno: int) -> None:
         for lineno, line in enumerate(block, first_lineno):
             result = self.judge(line)
-            kind = result.kind
-            if kind == "fail":
-                texts[result.detail, result.counts] += 1
-                if result.repeat != 1 and result.counts:
-                    self._repeats[result.detail] += result.repeat - 1
-            else:
-                counts[kind] += 1
-            report(lineno, line, result)
+            self._add(result)
+            self.report(lineno, line, result)
+
+    def _add(self, result: Verdict) -> None:
+        if result.kind == "fail":
+            self._texts[result.detail, result.counts] += 1
+            if result.repeat != 1 and result.counts:
+                self._repeats[result.detail] += result.repeat - 1
+        else:
+            self._counts[result.kind] += 1
 
     def _general(self, line: str, captures: bool) -> Verdict:
         event = event_from_line(line, self.now)
