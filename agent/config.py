@@ -22,6 +22,7 @@ from agent.config_values import (
     absolute_path,
     backend,
     boolean,
+    byte_size,
     describe,
     factor,
     filter_reference,
@@ -29,6 +30,7 @@ from agent.config_values import (
     network,
     nonempty_text,
     parse_duration,
+    poll_interval,
     positive_int,
 )
 
@@ -78,6 +80,10 @@ class AgentConfig:
 @dataclass(slots=True, frozen=True)
 class JournalConfig:
     enabled: bool = True
+    namespace: str | None = None  # a journald namespace (journald@NAME) instead of the system journal
+    path: Path | None = None  # a directory of journal files instead (a container's, a test's)
+    # journald announces new entries up to ~0.5 s late; the reader also checks this often.
+    poll_interval: float = 0.01
 
 
 @dataclass(slots=True, frozen=True)
@@ -90,6 +96,12 @@ class SyslogConfig:
         ListenAddress("tcp", ipaddress.IPv4Address("127.0.0.1"), 5514),
     )
     allow: tuple[Network, ...] = _LOOPBACK
+    # Lines from an allowed sender count as trusted: the forwarder is the administrator's own.
+    trust: bool = True
+    max_message: int = 64 * 1024  # bytes; a longer message is truncated (UDP) or dropped (TCP)
+    max_connections: int = 256  # concurrent TCP connections; more are refused and counted
+    idle_timeout: float = 300.0  # a TCP connection that sends nothing this long is closed
+    queue_size: int = 100_000  # messages received but not yet matched; beyond, dropped and counted
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,6 +125,8 @@ class JailConfig:
     bantime_increment: BantimeIncrement | None = None
     ignore: tuple[Network, ...] = _LOOPBACK
     backend: str = "ipset"
+    # Count only lines whose program identity cannot be forged by a local user (see LogEvent.trusted).
+    require_trusted: bool = True
 
     @property
     def policy(self) -> BanPolicy:
@@ -210,7 +224,10 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
 _AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
+    "require_trusted",
 )  # fmt: skip
+_JOURNAL_KEYS = ("enabled", "namespace", "path", "poll_interval")
+_SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "max_message", "max_connections", "idle_timeout", "queue_size")
 _JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 
@@ -226,9 +243,17 @@ class _Checker:
         self.table(document, (), ("agent", "sources", "jails"))
         agent = AgentConfig(**self.agent(self.table(document.get("agent", {}), ("agent",), _AGENT_KEYS)))
         sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
-        journal = self.table(sources.get("journal", {}), ("sources", "journal"), ("enabled",))
-        syslog = self.table(sources.get("syslog", {}), ("sources", "syslog"), ("enabled", "listen", "allow"))
-        syslog_values = self.read(syslog, ("sources", "syslog"), {"enabled": boolean})
+        journal = self.table(sources.get("journal", {}), ("sources", "journal"), _JOURNAL_KEYS)
+        journal_values = self.read(journal, ("sources", "journal"), {
+            "enabled": boolean, "namespace": nonempty_text, "path": absolute_path, "poll_interval": poll_interval,
+        })
+        if "namespace" in journal_values and "path" in journal_values:
+            self.error(("sources", "journal", "path"), "set `namespace` or `path`, not both")
+        syslog = self.table(sources.get("syslog", {}), ("sources", "syslog"), _SYSLOG_KEYS)
+        syslog_values = self.read(syslog, ("sources", "syslog"), {
+            "enabled": boolean, "trust": boolean, "max_message": byte_size, "max_connections": positive_int,
+            "idle_timeout": parse_duration, "queue_size": positive_int,
+        })
         syslog_values |= self.read_lists(syslog, ("sources", "syslog"), {"listen": listen, "allow": network})
         if syslog_values.get("enabled") and syslog.get("listen") == []:
             self.error(("sources", "syslog", "listen"), "the syslog source is enabled but listens nowhere")
@@ -236,7 +261,7 @@ class _Checker:
         return Config(
             agent=agent,
             sources=SourcesConfig(
-                JournalConfig(**self.read(journal, ("sources", "journal"), {"enabled": boolean})),
+                JournalConfig(**journal_values),
                 SyslogConfig(**syslog_values),
             ),
             jails={name: self.jail(name, jail, agent, jails) for name, jail in jails.items()},
@@ -264,6 +289,7 @@ class _Checker:
                 "findtime": parse_duration,
                 "bantime": lambda value: parse_duration(value, permanent=True),
                 "backend": backend,
+                "require_trusted": boolean,
             },
         )
         own_ignore = self.read_lists(table, path, {"ignore": network}).get("ignore", ())

@@ -23,11 +23,14 @@ BACKENDS = ("ipset", "nftables", "iptables", "route", "hostsdeny", "log")
 
 @dataclass(slots=True, frozen=True)
 class ListenAddress:
-    transport: str  # "udp" or "tcp"
-    host: Address
-    port: int
+    transport: str  # "udp", "tcp" or "unix" (a datagram socket at `path`)
+    host: Address | None = None
+    port: int = 0
+    path: str = ""
 
     def __str__(self) -> str:
+        if self.transport == "unix":
+            return f"unix://{self.path}"
         host = f"[{self.host}]" if self.host.version == 6 else str(self.host)
         return f"{self.transport}://{host}:{self.port}"
 
@@ -134,14 +137,19 @@ def network(value: object) -> Network:
 
 def listen(value: object) -> ListenAddress:
     text = nonempty_text(value)
-    example = "as in udp://127.0.0.1:5514 or tcp://[::1]:5514"
+    example = "as in udp://127.0.0.1:5514, tcp://[::1]:5514 or unix:///run/jailwarden/syslog.sock"
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix://")
+        if not path.startswith("/") or path == text:
+            raise ValueError(f"{text!r}: a unix socket is unix:// and an absolute path, {example}")
+        return ListenAddress("unix", path=path)
     try:
         url = urlsplit(text)
         port = url.port
     except ValueError:
         raise ValueError(f"{text!r} is not SCHEME://HOST:PORT with a port from 1 to 65535, {example}") from None
     if url.scheme not in ("udp", "tcp"):
-        raise ValueError(f"{text!r}: the scheme must be udp:// or tcp://")
+        raise ValueError(f"{text!r}: the scheme must be udp://, tcp:// or unix://")
     if url.path or url.query or url.fragment or url.username or url.password:
         raise ValueError(f"{text!r}: only SCHEME://HOST:PORT is allowed, {example}")
     if port is None or not 1 <= port <= 65535:
@@ -151,3 +159,26 @@ def listen(value: object) -> ListenAddress:
     except ValueError:
         raise ValueError(f"{text!r}: the host must be an IP address (names are not resolved), {example}") from None
     return ListenAddress(url.scheme, host, port)
+
+
+def poll_interval(value: object) -> float:
+    """Seconds between checks of the journal for entries its notifications have not announced yet."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number of seconds such as 0.01, got {describe(value)}")
+    if not 0.001 <= value <= 5:
+        raise ValueError(f"must be from 0.001 to 5 seconds, got {value!r}")
+    return float(value)
+
+
+def byte_size(value: object) -> int:
+    """A size in bytes: 65536, "64KiB", "1MiB"."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(B|KiB|MiB)?\s*", value)
+        if m is None:
+            raise ValueError(f"{value!r} is not a size: write bytes (65536) or 64KiB, 1MiB")
+        value = int(m.group(1)) * {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}[m.group(2)]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'expected a size such as 65536 or "64KiB", got {describe(value)}')
+    if not 480 <= value <= 16 * 1024 * 1024:
+        raise ValueError(f"must be from 480 bytes (the least RFC 5424 allows) to 16MiB, got {value}")
+    return value

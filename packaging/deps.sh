@@ -7,7 +7,11 @@ set -eu
 # Build: libsystemd-dev, pkg-config and gcc compile systemd-python; python3-venv makes the venv.
 # Runtime: iptables carries libxtables/libiptc that python-iptables loads; ipset and nftables
 # carry the kernel-side libraries (libnftables) the firewall backends bind to.
-APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables"
+# Tests: systemd (systemd-journald), rsyslog and bsdutils (logger) as real log clients, and
+# openssh-server with sshpass for a real sshd to attack. Debian's policy-rc.d keeps apt from
+# starting rsyslog or sshd on the host; the tests start their own.
+APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
+systemd rsyslog bsdutils openssh-server sshpass"
 
 VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}

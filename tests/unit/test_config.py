@@ -162,7 +162,7 @@ def test_a_jail_d_file_can_switch_off_the_increment(tmp_path):
         ("[agnet]\n", "agnet", "unknown key; did you mean 'agent'"),
         ("[sources.file]\nenabled = true\n", "sources.file", "unknown key"),
         ('[sources.journal]\nenabled = "yes"\n', "sources.journal.enabled", "true or false, got string 'yes'"),
-        ('[sources.syslog]\nlisten = ["http://127.0.0.1:514"]\n', r"sources.syslog.listen\[0\]", "udp:// or tcp://"),
+        ('[sources.syslog]\nlisten = ["http://127.0.0.1:514"]\n', r"sources.syslog.listen\[0\]", "udp://, tcp:// or unix://"),
         ('[sources.syslog]\nlisten = ["udp://127.0.0.1:0"]\n', r"sources.syslog.listen\[0\]", "port from 1 to 65535"),
         ('[sources.syslog]\nlisten = ["udp://127.0.0.1:70000"]\n', r"sources.syslog.listen\[0\]",
          "port from 1 to 65535"),
