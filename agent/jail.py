@@ -46,6 +46,7 @@ class Jail:
         findtime: float,
         ignore: AddressSet | Iterable[Network | Address] = (),
         max_tracked: int = 100_000,
+        require_trusted: bool = False,
     ) -> None:
         if maxretry < 1:
             raise ValueError(f"maxretry must be at least 1, got {maxretry}")
@@ -57,6 +58,8 @@ class Jail:
         self.maxretry = maxretry
         self.findtime = findtime
         self.ignore = ignore if isinstance(ignore, AddressSet) else AddressSet(ignore)
+        # Only failures whose program identity the writer could not forge count.
+        self.require_trusted = require_trusted
         self._clock = -math.inf
         self._windows: TTLCache[Address, list[float]] = TTLCache(
             maxsize=max_tracked, ttl=findtime, timer=lambda: self._clock
@@ -64,7 +67,7 @@ class Jail:
 
     def record(self, failure: Failure, now: float) -> BanDecision | None:
         """Count one failure; a `BanDecision` when its address reaches `maxretry` within `findtime`."""
-        if not failure.counts:
+        if not failure.counts or (self.require_trusted and not failure.trusted):
             return None
         address = normalise(failure.address)
         if address in self.ignore:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Protocol
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
 
 from parsers import regexlits
 
@@ -46,6 +47,23 @@ _ADDRESS_CACHE_MAX = 65536
 _MIN_LITERAL = 3
 _REPEATED = re.compile(r"message repeated ([1-9][0-9]{0,5}) times: \[ ?(.*)\]$")
 
+# Journal fields journald sets from the kernel's view of the sending process, which that
+# process cannot choose. Not among them: _COMM and _CMDLINE (a process renames itself with
+# prctl(PR_SET_NAME) or by rewriting argv), SYSLOG_IDENTIFIER and every field without "_".
+TRUSTED_JOURNAL_FIELDS = frozenset({
+    "_SYSTEMD_UNIT", "_SYSTEMD_SLICE", "_SYSTEMD_CGROUP", "_EXE", "_UID", "_GID", "_TRANSPORT",
+    "_CAP_EFFECTIVE", "_SELINUX_CONTEXT", "_AUDIT_LOGINUID",
+})  # fmt: skip
+
+JournalMatch = Mapping[str, frozenset[str]]
+
+
+def is_trusted_match(match: JournalMatch) -> bool:
+    """Does matching this group prove which program wrote the entry? Yes when every field is
+    one journald takes from the kernel, or when the group admits only root (`_UID = ["0"]`):
+    root could forge anything anyway."""
+    return set(match) <= TRUSTED_JOURNAL_FIELDS or match.get("_UID") == frozenset({"0"})
+
 
 class FilterError(Exception):
     """A filter that cannot be used, with the file, the place in it and the reason."""
@@ -77,6 +95,8 @@ class Failure:
     captures: Mapping[str, str] = field(default_factory=dict)
     counts: bool = True  # False: evidence of an attempt that another line counts
     repeat: int = 1  # one log line for this many identical failures
+    # The program's identity came from fields the writer cannot forge (see Filter.identify).
+    trusted: bool = False
 
 
 class Verdict(NamedTuple):
@@ -226,14 +246,18 @@ class Filter:
     """One filter compiled for one mode."""
 
     def __init__(self, name: str, *, description: str = "", mode: str = "normal",
-                 journal: Mapping[str, frozenset[str]] | None = None,
+                 journal: tuple[JournalMatch, ...] | JournalMatch = (),
                  syslog: frozenset[str] = frozenset(),
                  failregex: list[str | Regex], ignoreregex: list[str] = (), file: str = "<filter>") -> None:
         self.name = name
         self.description = description
         self.mode = mode
         self.file = file
-        self.journal: dict[str, frozenset[str]] = dict(journal or {})
+        # Alternatives: an entry is the filter's when it matches every field of one of them.
+        groups = [journal] if isinstance(journal, Mapping) else list(journal)
+        self.journal: tuple[dict[str, frozenset[str]], ...] = tuple(
+            {key: frozenset(values) for key, values in group.items()} for group in groups if group)
+        self._journal_trust = tuple(is_trusted_match(group) for group in self.journal)
         self.syslog = frozenset(syslog)
         self._fail = _RegexList(file, "failregex", list(failregex), need_host=True)
         self._ignore = _RegexList(file, "ignoreregex", list(ignoreregex), need_host=False)
@@ -259,20 +283,31 @@ class Filter:
         """The prefilter: a message containing none of these cannot match (None: no prefilter)."""
         return self._fail.literals
 
-    def applies_to(self, event: Event) -> bool:
-        """Is this entry from a program the filter is for?
+    def identify(self, event: Event) -> bool | None:
+        """Is this entry from a program the filter is for, and how sure is that?
 
-        Journal entries are identified by the fields the filter names (filters name fields
-        journald sets from the kernel, such as `_EXE`); syslog and file lines only have the
-        tag the sender wrote.
+        None: not this filter's program. True: the identity rests on what the writer cannot
+        forge (journal fields journald takes from the kernel; a syslog sender the source
+        trusts). False: only on what the writer claims (a syslog tag in the journal).
+        Journal entries are matched against the filter's `journal` alternatives; a filter
+        without any falls back to its syslog tags, which any local user can write.
         """
         fields = event.fields
-        if event.source == "journal":
-            for key, values in self.journal.items():
-                if fields.get(key) in values:
-                    return True
-            return False
-        return fields.get("SYSLOG_IDENTIFIER") in self.syslog
+        if event.source == "journal" and self.journal:
+            for group, trusted in zip(self.journal, self._journal_trust):
+                for key, values in group.items():
+                    if fields.get(key) not in values:
+                        break
+                else:
+                    return trusted and getattr(event, "trusted", False)
+            return None
+        if fields.get("SYSLOG_IDENTIFIER") in self.syslog:
+            return event.source != "journal" and getattr(event, "trusted", False)
+        return None
+
+    def applies_to(self, event: Event) -> bool:
+        """Is this entry from a program the filter is for (however sure)?"""
+        return self.identify(event) is not None
 
     def examine(self, message: str, captures: bool = True) -> Verdict:
         """The verdict on a message, identity aside (`captures=False` skips the named groups)."""
@@ -325,10 +360,11 @@ class Filter:
 
     def match(self, event: Event) -> Failure | None:
         """The failure this entry records, or None."""
-        if not self.applies_to(event):
+        trusted = self.identify(event)
+        if trusted is None:
             return None
         verdict = self.examine(event.message)
         if verdict.kind != "fail":
             return None
         return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {},
-                       verdict.counts, verdict.repeat)
+                       verdict.counts, verdict.repeat, trusted)

@@ -55,6 +55,27 @@ _TOP_KEYS = {"description", "journal", "syslog", "failregex", "ignoreregex", "mo
 _MODE_KEYS = {"description", "failregex", "ignoreregex"}
 
 
+def _journal_matches(file: str, raw: object) -> tuple[dict[str, frozenset[str]], ...]:
+    # [journal] is one group of FIELD = [values] (every field must match, any of its values);
+    # [[journal]] is a list of such groups, any of which identifies the program.
+    groups = raw if isinstance(raw, list) else [raw]
+    matches = []
+    for index, group in enumerate(groups):
+        where = f"journal[{index}]" if isinstance(raw, list) else "journal"
+        if not isinstance(group, dict):
+            raise FilterError(file, where, "expected a table of FIELD = [values], or an array of such tables")
+        match = {}
+        for key, values in group.items():
+            if not _JOURNAL_FIELD.fullmatch(key):
+                raise FilterError(file, f"{where}.{key}", "not a journal field name (A-Z, 0-9 and _)")
+            match[key] = frozenset(_string_list(file, f"{where}.{key}", values))
+            if not match[key]:
+                raise FilterError(file, f"{where}.{key}", "empty: no entry could match")
+        if match:
+            matches.append(match)
+    return tuple(matches)
+
+
 def load_filter(path: str | Path, mode: str | None = None, name: str | None = None) -> Filter:
     """Read and compile a filter file for `mode` (its default mode when None)."""
     path = Path(path)
@@ -77,14 +98,7 @@ def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise FilterError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
-    journal: dict[str, frozenset[str]] = {}
-    raw_journal = data.get("journal", {})
-    if not isinstance(raw_journal, dict):
-        raise FilterError(file, "journal", "expected a table of FIELD = [values]")
-    for key, values in raw_journal.items():
-        if not _JOURNAL_FIELD.fullmatch(key):
-            raise FilterError(file, f"journal.{key}", "not a journal field name (A-Z, 0-9 and _)")
-        journal[key] = frozenset(_string_list(file, f"journal.{key}", values))
+    journal = _journal_matches(file, data.get("journal", {}))
     syslog = frozenset(_string_list(file, "syslog", data.get("syslog", [])))
     if not journal and not syslog:
         raise FilterError(file, "", "names no program: set `journal` fields and/or `syslog` tags")

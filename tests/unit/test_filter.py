@@ -148,6 +148,62 @@ def test_journal_identity_uses_only_the_fields_the_filter_names() -> None:
     assert flt.match(real) is not None
 
 
+def journal_event(fields: dict, trusted: bool = True) -> LogEvent:
+    return LogEvent(1.0, "journal", "fail from 203.0.113.5", fields, trusted)
+
+
+def test_journal_fields_of_one_table_must_all_match() -> None:
+    flt = filter_from_dict({"journal": {"_EXE": ["/usr/sbin/app"], "_UID": ["0"]},
+                            "failregex": ["fail from <HOST>$"]}, file="t", name="t")
+    assert flt.match(journal_event({"_EXE": "/usr/sbin/app", "_UID": "0"})).trusted
+    # The real binary, run by an unprivileged user who wants someone banned.
+    assert flt.match(journal_event({"_EXE": "/usr/sbin/app", "_UID": "1000"})) is None
+
+
+def test_journal_tables_in_an_array_are_alternatives() -> None:
+    flt = filter_from_dict({"journal": [{"_SYSTEMD_UNIT": ["app.service"]}, {"_EXE": ["/usr/sbin/app"]}],
+                            "failregex": ["fail from <HOST>$"]}, file="t", name="t")
+    assert flt.identify(journal_event({"_SYSTEMD_UNIT": "app.service"})) is True
+    assert flt.identify(journal_event({"_EXE": "/usr/sbin/app"})) is True
+    assert flt.identify(journal_event({"_COMM": "app"})) is None
+
+
+@pytest.mark.parametrize("journal,fields,trusted", [
+    ({"_COMM": ["app"]}, {"_COMM": "app"}, False),  # prctl(PR_SET_NAME) renames any process
+    ({"SYSLOG_IDENTIFIER": ["app"]}, {"SYSLOG_IDENTIFIER": "app"}, False),
+    ({"SYSLOG_IDENTIFIER": ["app"], "_UID": ["0"]}, {"SYSLOG_IDENTIFIER": "app", "_UID": "0"}, True),
+    ({"_SYSTEMD_UNIT": ["app.service"]}, {"_SYSTEMD_UNIT": "app.service"}, True),
+])
+def test_identity_is_trusted_only_from_fields_the_writer_cannot_forge(journal, fields, trusted) -> None:
+    flt = filter_from_dict({"journal": journal, "failregex": ["fail from <HOST>$"]}, file="t", name="t")
+    assert flt.match(journal_event(fields)).trusted is trusted
+
+
+def test_journal_entry_matched_by_syslog_tag_alone_is_untrusted() -> None:
+    # A filter without journal fields still sees journal entries by their tag, which anyone can write.
+    flt = make(["fail from <HOST>$"])
+    failure = flt.match(journal_event({"SYSLOG_IDENTIFIER": "app", "_EXE": "/usr/sbin/app"}))
+    assert failure is not None and not failure.trusted
+
+
+def test_syslog_line_is_trusted_when_its_sender_is() -> None:
+    flt = make(["fail from <HOST>$"])
+    allowed = LogEvent(1.0, "syslog", "fail from 203.0.113.5", {"SYSLOG_IDENTIFIER": "app"}, True)
+    assert flt.match(allowed).trusted
+    assert not flt.match(allowed.__class__(1.0, "syslog", allowed.message, allowed.fields, False)).trusted
+
+
+@pytest.mark.parametrize("journal,where", [
+    ({"_EXE": []}, "journal._EXE"),
+    ([{"_EXE": ["/x"]}, "oops"], "journal[1]"),
+    ({"exe": ["/x"]}, "journal.exe"),
+])
+def test_bad_journal_identity_is_reported_where_it_is(journal, where) -> None:
+    with pytest.raises(FilterError) as error:
+        filter_from_dict({"journal": journal, "failregex": ["fail from <HOST>$"]}, file="t", name="t")
+    assert error.value.where == where
+
+
 def test_failure_carries_the_event_time_and_filter_name() -> None:
     failure = make(["fail from <HOST>$"]).match(LogEvent(42.5, "syslog", "fail from 2001:db8::9",
                                                         {"SYSLOG_IDENTIFIER": "app"}))

@@ -192,3 +192,10 @@ def test_a_forged_huge_repeat_count_costs_no_memory():
     jail = Jail("sshd", maxretry=5, findtime=600)
     decision = jail.record(Failure(ATTACKER, "sshd", 1000.0, "", {}, repeat=10**6), 1000.0)
     assert decision is not None and decision.failures == 5
+
+
+def test_jail_requiring_trust_ignores_failures_of_forgeable_origin():
+    jail = Jail("sshd", maxretry=1, findtime=600, require_trusted=True)
+    forged = Failure(ATTACKER, "sshd", 1000.0, "Failed password", {}, trusted=False)
+    assert jail.record(forged, 1000.0) is None and jail.tracked() == 0
+    assert jail.record(Failure(ATTACKER, "sshd", 1000.0, "Failed password", {}, trusted=True), 1000.0)
