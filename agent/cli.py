@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import stat
 import sys
@@ -177,6 +178,49 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StderrFormat(logging.Formatter):
+    """No timestamps (journald adds its own); under systemd, a `<N>` syslog-priority prefix
+    so journald files each line at its level."""
+
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self) -> None:
+        super().__init__("%(message)s")
+        self.journal = bool(os.environ.get("JOURNAL_STREAM"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.journal:
+            return f"<{self._PRIORITY.get(record.levelno, 6)}>{text}"
+        return f"{record.levelname.lower()}: {text}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.config import ConfigErrors, load_config
+    from agent.daemon import Agent
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormat())
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
+    if not args.dry_run:
+        print("jailwarden: the firewall backends do not exist yet; run with --dry-run, which logs each "
+              "failure and ban decision without touching the firewall", file=sys.stderr)
+        return 2
+    path = Path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigErrors as errors:
+        for error in errors.errors:
+            print(error, file=sys.stderr)
+        print(f"jailwarden: not starting: {len(errors.errors)} problem(s) in the configuration "
+              f"(`jailwarden check-config --config {path}` lists them)", file=sys.stderr)
+        return 1
+    agent = Agent(config, filter_dir=path.parent / "filter.d", dry_run=True)
+    return asyncio.run(agent.run())
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -210,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "and report every problem found (exit status 1 if there is any).")
     check.add_argument("--config", default=DEFAULT_CONFIG, help=f"main config file (default {DEFAULT_CONFIG})")
     check.set_defaults(func=cmd_check_config)
+
+    run = commands.add_parser(
+        "run", help="run the agent",
+        description="Run the agent in the foreground: read the configured sources, count failures in "
+                    "the jails and decide bans. Stops on SIGTERM or SIGINT, saving its position.")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"main config file (default {DEFAULT_CONFIG})")
+    run.add_argument("--dry-run", action="store_true",
+                     help="log each failure and ban decision; change no firewall (the only mode for now)")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.set_defaults(func=cmd_run)
     return parser
 
 

@@ -99,6 +99,18 @@ class Jail:
         """Drop the address's window (after a manual unban, so it starts again from zero)."""
         self._windows.pop(normalise(address), None)
 
+    def windows(self) -> dict[Address, list[float]]:
+        """Each tracked address's failure times, as of the latest `now` seen (for a checkpoint)."""
+        return {address: list(times) for address, times in self._windows.items()}
+
+    def restore(self, address: Address, times: Iterable[float], now: float) -> None:
+        """Put back a window saved by `windows()`; times outside `findtime` of `now` are dropped."""
+        cutoff = now - self.findtime
+        window = sorted(min(t, now) for t in times if t > cutoff)[-(self.maxretry - 1):] if self.maxretry > 1 else []
+        if window:
+            self._clock = max(self._clock, now)
+            self._windows[normalise(address)] = window
+
     def tracked(self) -> int:
         """How many addresses have a live window, as of the latest `now` this jail saw."""
         return len(self._windows)

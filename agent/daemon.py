@@ -1,0 +1,188 @@
+"""The agent process: config -> sources -> pipeline on one asyncio loop, with the checkpoint
+saved as it goes. Until the firewall backends exist it runs in dry-run mode only: each
+failure and each ban decision is logged, nothing touches the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from agent import state
+from agent.bans import BanBook
+from agent.config import Config
+from agent.events import LogEvent
+from agent.jail import Jail
+from agent.pipeline import JailSetup, Outcome, Pipeline
+from agent.sources import SourceError, source_class
+from parsers.filter import Filter, FilterError
+from parsers.filterfile import SHIPPED_DIR, find_filter, load_filter
+
+log = logging.getLogger("jailwarden")
+
+# How often the checkpoint is written while entries are being applied. A crash loses nothing
+# read from the journal (it is read again from the saved position); syslog failures received
+# since the last save are lost with the process's memory.
+CHECKPOINT_INTERVAL = 1.0
+STATE_FILE = "checkpoint.json"
+
+
+def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list[str]]:
+    """The enabled jails with their filters; a jail whose filter cannot be loaded is left out
+    and its problem returned, so the others still run."""
+    setups, problems = [], []
+    filters: dict[tuple[Path, str | None], Filter] = {}
+    for name, jail in config.jails.items():
+        if not jail.enabled:
+            continue
+        try:
+            if jail.filter.startswith("fail2ban:"):
+                raise FilterError(jail.filter, "", "Fail2Ban filters are not supported by this version")
+            path = find_filter(jail.filter, [filter_dir, SHIPPED_DIR])
+            key = (path, jail.mode)
+            if key not in filters:
+                filters[key] = load_filter(path, mode=jail.mode)
+        except FilterError as error:
+            problems.append(f"jail {name}: not started: {error}")
+            continue
+        flt = filters[key]
+        counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
+                       require_trusted=jail.require_trusted)
+        setups.append(JailSetup(name, flt, counter, jail.policy))
+        if jail.require_trusted and not flt.journal and config.sources.journal.enabled:
+            problems.append(f"jail {name}: filter {flt.name!r} names no journal fields, so journal entries are "
+                            f"known only by SYSLOG_IDENTIFIER, which any local user can write; with "
+                            f"require_trusted = true none of them count (syslog from allowed senders still does)")
+    return setups, problems
+
+
+class Agent:
+    def __init__(self, config: Config, *, filter_dir: Path, dry_run: bool = True) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        setups, self.problems = build_jails(config, filter_dir)
+        self.pipeline = Pipeline(setups, BanBook(history_window=config.agent.history_window))
+        self.state_path = config.agent.state_dir / STATE_FILE
+        self.sources: list = []
+        self._journal = None
+        self._dirty = False
+        self._stopping: asyncio.Event | None = None
+
+    def handle(self, event: LogEvent) -> None:
+        """The sink every source delivers to."""
+        outcomes = self.pipeline.handle(event, time.time())
+        if outcomes:
+            self._dirty = True
+            for outcome in outcomes:
+                self._report(outcome)
+
+    def _report(self, outcome: Outcome) -> None:
+        failure = outcome.failure
+        where = f"jail {outcome.jail}:"
+        if outcome.kind == "banned":
+            ban = outcome.ban
+            length = "permanently" if ban.permanent else f"for {_duration(ban.end - ban.start)}"
+            mode = " [dry run: no firewall change]" if self.dry_run else ""
+            log.warning("%s ban %s %s (offence %d; reason: %s)%s", where, ban.address, length, ban.offence,
+                        ban.reason, mode)
+        elif outcome.kind == "counted":
+            log.info("%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
+        elif outcome.kind == "untrusted":
+            log.warning("%s not counting a failure from %s: the entry's program identity can be forged "
+                        "(fields: %s)", where, failure.address, "the syslog tag or _COMM only")
+        elif outcome.kind == "ignored":
+            log.info("%s failure from %s not counted: on the ignore list", where, failure.address)
+        else:
+            log.debug("%s %s failure from %s", where, outcome.kind, failure.address)
+
+    async def run(self) -> int:
+        for problem in self.problems:
+            log.error("%s", problem)
+        if not self.pipeline.jails:
+            log.error("no jail can run; exiting")
+            return 1
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        now = time.time()
+        try:
+            checkpoint = state.load(self.state_path)
+        except state.StateError as error:
+            log.error("%s; starting without it (the journal history window is read again)", error)
+            checkpoint = None
+        if checkpoint is not None:
+            restored = checkpoint.restore({name: s.jail for name, s in self.pipeline.jails.items()}, now)
+            log.info("restored %d failure windows from %s", restored, self.state_path)
+        await self._start_sources(checkpoint, now)
+        if not self.sources:
+            log.error("no source could start; exiting")
+            return 1
+        log.info("running%s with jails: %s", " (dry run)" if self.dry_run else "", ", ".join(self.pipeline.jails))
+        saver = asyncio.create_task(self._save_periodically())
+        expiry = asyncio.create_task(self._expire_periodically())
+        await self._stopping.wait()
+        log.info("stopping")
+        saver.cancel()
+        expiry.cancel()
+        for source in self.sources:
+            await source.stop()
+        self._save()
+        return 0
+
+    async def _start_sources(self, checkpoint: state.Checkpoint | None, now: float) -> None:
+        sources = self.config.sources
+        if sources.journal.enabled:
+            history = max((s.jail.findtime for s in self.pipeline.jails.values()), default=0.0)
+            resume = checkpoint.journal if checkpoint is not None else None
+            await self._start(source_class("journal")(sources.journal, self.handle,
+                                                      matches=self.pipeline.router.journal_matches(),
+                                                      resume=resume, history=history, now=now))
+        if sources.syslog.enabled:
+            await self._start(source_class("syslog")(sources.syslog, self.handle))
+
+    async def _start(self, source) -> None:
+        try:
+            await source.start()
+        except SourceError as error:
+            log.error("%s", error)
+            return
+        self.sources.append(source)
+        if source.name == "journal":
+            self._journal = source
+
+    def _save(self) -> None:
+        position = self._journal.position if self._journal is not None else None
+        checkpoint = state.Checkpoint.of(position, {name: s.jail for name, s in self.pipeline.jails.items()})
+        try:
+            state.save(self.state_path, checkpoint)
+        except OSError as error:
+            log.error("cannot save the checkpoint to %s: %s", self.state_path, error.strerror or error)
+            return
+        self._dirty = False
+
+    async def _save_periodically(self) -> None:
+        last_position = None
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            position = self._journal.position if self._journal is not None else None
+            if self._dirty or position != last_position:
+                self._save()
+                last_position = position
+
+    async def _expire_periodically(self) -> None:
+        book = self.pipeline.book
+        while True:
+            await asyncio.sleep(1.0)
+            for ban in book.expire(time.time()):
+                log.warning("jail %s: unban %s (ban ended)%s", ban.jail, ban.address,
+                            " [dry run]" if self.dry_run else "")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

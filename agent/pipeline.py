@@ -1,0 +1,82 @@
+"""The pipeline: an event in, what it changed out. Router -> filters -> jails -> ban book,
+sans-IO: the caller passes `now` and acts on the returned outcomes (log, firewall, store)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from agent.bans import Ban, BanBook, BanPolicy
+from agent.events import LogEvent
+from agent.jail import BanDecision, Jail
+from agent.router import Router
+from parsers.filter import Failure, Filter
+
+
+@dataclass(slots=True)
+class JailSetup:
+    """One configured jail: its filter (compiled for its mode), its counter and its ban policy."""
+
+    name: str
+    filter: Filter
+    jail: Jail
+    policy: BanPolicy
+
+
+class Outcome(NamedTuple):
+    """What one failure did in one jail.
+
+    kind: "counted" (in the window, no ban yet), "banned" (`ban` is the resulting ban),
+    "ignored" (the address is on the ignore list), "untrusted" (the jail requires a program
+    identity the writer cannot forge, and this entry's can be forged), "evidence" (a line that
+    names the address of an attempt another line counts), "stale" (older than findtime).
+    """
+
+    kind: str
+    jail: str
+    failure: Failure
+    ban: Ban | None = None
+    decision: BanDecision | None = None
+
+
+_NOTHING: tuple[Outcome, ...] = ()
+
+
+class Pipeline:
+    def __init__(self, jails: Iterable[JailSetup], book: BanBook) -> None:
+        self.jails = {setup.name: setup for setup in jails}
+        self.book = book
+        self.router = Router(setup.filter for setup in self.jails.values())
+        self._by_filter: dict[int, list[JailSetup]] = {}
+        for setup in self.jails.values():
+            self._by_filter.setdefault(id(setup.filter), []).append(setup)
+
+    def handle(self, event: LogEvent, now: float) -> tuple[Outcome, ...] | list[Outcome]:
+        """Run one event through every jail that wants it."""
+        outcomes: list[Outcome] | None = None
+        for flt in self.router.candidates(event):
+            failure = flt.match(event)
+            if failure is None:
+                continue
+            for setup in self._by_filter[id(flt)]:
+                outcome = self._record(setup, failure, now)
+                if outcomes is None:
+                    outcomes = []
+                outcomes.append(outcome)
+        return _NOTHING if outcomes is None else outcomes
+
+    def _record(self, setup: JailSetup, failure: Failure, now: float) -> Outcome:
+        jail = setup.jail
+        if jail.require_trusted and not failure.trusted:
+            return Outcome("untrusted", setup.name, failure)
+        if not failure.counts:
+            return Outcome("evidence", setup.name, failure)
+        if jail.is_ignored(failure.address):
+            return Outcome("ignored", setup.name, failure)
+        if failure.time <= now - jail.findtime:
+            return Outcome("stale", setup.name, failure)
+        decision = jail.record(failure, now)
+        if decision is None:
+            return Outcome("counted", setup.name, failure)
+        return Outcome("banned", setup.name, failure, self.book.ban(decision, now, setup.policy), decision)

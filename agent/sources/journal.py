@@ -1,0 +1,226 @@
+"""The journal source: systemd journal entries as `LogEvent`s, on the asyncio loop, read from
+where the last run stopped.
+
+Wake-ups. journald announces appends through the reader's inotify descriptor only about
+every 250-500 ms (it coalesces change notifications), while an entry is readable from the
+file within a few milliseconds of being written. So the reader is woken two ways: by its
+descriptor (file rotation, deletion, and appends when journald does announce them) and by a
+timer every `poll_interval` (default 10 ms) that asks the reader for the next entry, a call
+that costs a few microseconds when there is none (see tests/bench/bench_journal.py).
+
+Position. `position` is the cursor and time of the last entry handed to the sink; the sink
+returns once the entry's effects are applied, so saving `position` with those effects and
+passing it back as `resume` neither loses nor repeats an entry. A cursor that no longer
+exists (its file was rotated away and vacuumed) falls back to the entry's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import JournalConfig
+from agent.events import LogEvent
+from agent.sources import Sink, SourceError
+
+log = logging.getLogger("jailwarden.journal")
+
+# Entries read in one go before yielding to the loop, so a backlog (history read back at
+# start, a burst) never starves the other sources.
+_BATCH = 500
+
+
+@dataclass(slots=True, frozen=True)
+class Position:
+    """Where reading stopped: the last applied entry's cursor and its time (seconds)."""
+
+    cursor: str
+    time: float
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):  # a field given more than once: the last one, as journalctl shows
+        return _text(value[-1]) if value else ""
+    return str(value)
+
+
+class JournalSource:
+    """Reads the system journal (or a namespace's, or a directory of journal files).
+
+    `matches` are the jails' identity groups (`agent.router.Router.journal_matches`), pushed
+    into the reader so journald itself skips what no jail wants. `resume` is the position
+    saved by the last run; without one, reading starts `history` seconds before `now` so
+    failures from just before the start still count.
+    """
+
+    name = "journal"
+
+    def __init__(self, config: JournalConfig, sink: Sink, *, matches: list[dict[str, list[str]]],
+                 resume: Position | None = None, history: float = 0.0, now: float = 0.0) -> None:
+        self.config = config
+        self._sink = sink
+        self._matches = matches
+        self._resume = resume
+        self._history = history
+        self._now = now
+        self._reader = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._draining = False
+        # Entries at or before this time are already applied (set when a cursor was lost).
+        self._skip_until_usec = -1
+        self.position: Position | None = resume
+        self._counts = {"received": 0, "delivered": 0, "skipped_after_lost_cursor": 0, "wakeups": 0,
+                        "invalidations": 0, "errors": 0}
+
+    def _open(self):
+        from systemd import journal
+
+        config = self.config
+        where = (f"namespace {config.namespace!r}" if config.namespace
+                 else f"directory {config.path}" if config.path else "the system journal")
+        try:
+            if config.namespace:
+                reader = journal.Reader(namespace=config.namespace)
+            elif config.path:
+                if not Path(config.path).is_dir():
+                    raise SourceError(f"journal: cannot read {where}: no such directory")
+                reader = journal.Reader(path=str(config.path))
+            else:
+                reader = journal.Reader(flags=journal.LOCAL_ONLY | journal.SYSTEM)
+        except OSError as error:
+            raise SourceError(f"journal: cannot open {where}: {error.strerror or error}") from None
+        for group in self._matches:
+            for field, values in group.items():
+                for value in values:
+                    reader.add_match(f"{field}={value}")
+            reader.add_disjunction()
+        return reader, where
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader, where = self._open()
+        self._seek()
+        try:
+            fd = self._reader.fileno()
+        except OSError as error:
+            raise SourceError(f"journal: cannot watch {where} for changes: {error.strerror or error}") from None
+        self._loop.add_reader(fd, self._on_change)
+        self._schedule_poll()
+        log.info("reading %s (%d identity matches, polled every %g ms)", where, len(self._matches),
+                 self.config.poll_interval * 1000)
+
+    def _seek(self) -> None:
+        reader = self._reader
+        resume = self._resume
+        if resume is not None:
+            try:
+                reader.seek_cursor(resume.cursor)
+                found = reader._next() and reader.test_cursor(resume.cursor)
+            except (OSError, ValueError):
+                found = False
+            if found:
+                log.info("resuming after the saved journal cursor")
+                return
+            log.warning("the saved journal cursor no longer exists (its file was rotated away or vacuumed); "
+                        "resuming after the last entry seen, at %s", _when(resume.time))
+            self._skip_until_usec = int(resume.time * 1_000_000)
+            reader.seek_realtime(resume.time)
+            return
+        if self._history > 0:
+            log.info("no saved journal position: reading back %s of history", _duration(self._history))
+            reader.seek_realtime(self._now - self._history)
+        else:
+            reader.seek_tail()
+            reader._previous()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._reader is not None:
+            try:
+                self._loop.remove_reader(self._reader.fileno())
+            except (OSError, ValueError):
+                pass
+            self._reader.close()
+            self._reader = None
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def _schedule_poll(self) -> None:
+        self._timer = self._loop.call_later(self.config.poll_interval, self._on_poll)
+
+    def _on_poll(self) -> None:
+        self._drain()
+        if self._reader is not None:
+            self._schedule_poll()
+
+    def _on_change(self) -> None:
+        self._counts["wakeups"] += 1
+        try:
+            if self._reader.process() == 2:  # INVALIDATE: files were added or removed
+                self._counts["invalidations"] += 1
+        except OSError as error:
+            self._counts["errors"] += 1
+            log.warning("journal: processing change notifications failed: %s", error)
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining or self._reader is None:
+            return
+        self._draining = True
+        try:
+            more = self._read_batch()
+        finally:
+            self._draining = False
+        if more:
+            self._loop.call_soon(self._drain)
+
+    def _read_batch(self) -> bool:
+        """Read and deliver up to _BATCH entries; True if more may be waiting."""
+        reader = self._reader
+        counts = self._counts
+        for _ in range(_BATCH):
+            try:
+                if not reader._next():
+                    return False
+                usec = reader._get_realtime()
+                if usec <= self._skip_until_usec:
+                    counts["received"] += 1
+                    counts["skipped_after_lost_cursor"] += 1
+                    continue
+                entry = reader._get_all()
+                cursor = reader._get_cursor()
+            except OSError as error:
+                # A file vanishing under the reader; the next wake-up reads on from the others.
+                counts["errors"] += 1
+                log.warning("journal: reading the next entry failed: %s", error)
+                return False
+            counts["received"] += 1
+            fields = {key: _text(value) for key, value in entry.items() if not key.startswith("__")}
+            message = fields.pop("MESSAGE", "")
+            try:
+                self._sink(LogEvent(usec / 1_000_000, "journal", message, fields, True))
+            except Exception:  # a bug downstream must not stop the journal or replay the entry forever
+                counts["errors"] += 1
+                log.exception("journal: handling the entry at %s failed; going on with the next", cursor)
+            # Only now, with the entry's effects applied, does the position move past it.
+            self.position = Position(cursor, usec / 1_000_000)
+            counts["delivered"] += 1
+        return True
+
+
+def _when(seconds: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
