@@ -5,12 +5,15 @@ failure and each ban decision is logged, nothing touches the kernel."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from agent import state
+from agent.addresses import Address
 from agent.bans import BanBook
 from agent.config import Config
 from agent.events import LogEvent
@@ -29,9 +32,25 @@ CHECKPOINT_INTERVAL = 1.0
 STATE_FILE = "checkpoint.json"
 
 
-def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list[str]]:
+def own_addresses() -> list[Address]:
+    """This host's addresses (every interface), which no jail may ban."""
+    from pyroute2 import IPRoute
+
+    addresses = []
+    with IPRoute() as ipr:
+        for message in ipr.get_addr():
+            value = message.get_attr("IFA_ADDRESS") or message.get_attr("IFA_LOCAL")
+            if value:
+                addresses.append(ipaddress.ip_address(value.split("%")[0]))
+    return addresses
+
+
+def build_jails(config: Config, filter_dir: Path, protected: Iterable[Address] = ()
+                ) -> tuple[list[JailSetup], list[str]]:
     """The enabled jails with their filters; a jail whose filter cannot be loaded is left out
-    and its problem returned, so the others still run."""
+    and its problem returned, so the others still run. `protected` (the host's own addresses)
+    join every jail's ignore list."""
+    protected = tuple(protected)
     setups, problems = [], []
     filters: dict[tuple[Path, str | None], Filter] = {}
     for name, jail in config.jails.items():
@@ -48,7 +67,7 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
             problems.append(f"jail {name}: not started: {error}")
             continue
         flt = filters[key]
-        counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
+        counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore + protected,
                        require_trusted=jail.require_trusted)
         setups.append(JailSetup(name, flt, counter, jail.policy))
         if jail.require_trusted and not flt.journal and config.sources.journal.enabled:
@@ -62,7 +81,12 @@ class Agent:
     def __init__(self, config: Config, *, filter_dir: Path, dry_run: bool = True) -> None:
         self.config = config
         self.dry_run = dry_run
-        setups, self.problems = build_jails(config, filter_dir)
+        try:
+            protected = own_addresses()
+        except OSError as error:  # netlink refused (a locked-down container): loopback stays protected
+            log.error("cannot list this host's addresses to protect them from bans: %s", error)
+            protected = []
+        setups, self.problems = build_jails(config, filter_dir, protected)
         self.pipeline = Pipeline(setups, BanBook(history_window=config.agent.history_window))
         self.state_path = config.agent.state_dir / STATE_FILE
         self.sources: list = []

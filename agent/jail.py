@@ -70,7 +70,7 @@ class Jail:
         if not failure.counts or (self.require_trusted and not failure.trusted):
             return None
         address = normalise(failure.address)
-        if address in self.ignore:
+        if self.is_ignored(address):
             return None
         cutoff = now - self.findtime
         when = min(failure.time, now)
@@ -93,7 +93,8 @@ class Jail:
         return None
 
     def is_ignored(self, address: Address) -> bool:
-        return address in self.ignore
+        # Loopback whatever the ignore list says: banning it breaks the host's own services.
+        return address.is_loopback or address in self.ignore
 
     def forget(self, address: Address) -> None:
         """Drop the address's window (after a manual unban, so it starts again from zero)."""

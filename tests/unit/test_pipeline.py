@@ -1,0 +1,82 @@
+"""Router and pipeline: which filters see an event, and what a failure does in each jail."""
+
+import ipaddress
+
+from agent.bans import BanBook, BanPolicy
+from agent.events import LogEvent
+from agent.jail import Jail
+from agent.pipeline import JailSetup, Pipeline
+from agent.router import Router
+from parsers.filterfile import filter_from_dict
+
+SSHD_EXE = "/usr/sbin/sshd"
+ATTACKER = ipaddress.ip_address("203.0.113.9")
+
+
+def make_filter(name="app", journal=None, syslog=("app",)):
+    data = {"failregex": ["fail from <HOST>$"], "syslog": list(syslog)}
+    if journal is not None:
+        data["journal"] = journal
+    return filter_from_dict(data, file=name, name=name)
+
+
+def journal(message="fail from 203.0.113.9", time=1000.0, **fields):
+    return LogEvent(time, "journal", message, fields, True)
+
+
+def syslog(message="fail from 203.0.113.9", tag="app", trusted=True, time=1000.0):
+    return LogEvent(time, "syslog", message, {"SYSLOG_IDENTIFIER": tag}, trusted)
+
+
+def pipeline(*setups):
+    return Pipeline([JailSetup(name, flt, Jail(name, maxretry=maxretry, findtime=600, require_trusted=True),
+                               BanPolicy(3600)) for name, flt, maxretry in setups], BanBook())
+
+
+def test_router_finds_filters_by_identity_not_by_scanning():
+    by_exe = make_filter("a", journal={"_EXE": [SSHD_EXE], "_UID": ["0"]})
+    by_unit = make_filter("b", journal=[{"_SYSTEMD_UNIT": ["nginx.service"]}])
+    by_tag = make_filter("c", syslog=("postfix/smtpd",))
+    router = Router([by_exe, by_unit, by_tag])
+    assert router.candidates(journal(_EXE=SSHD_EXE, _UID="0")) == [by_exe]
+    assert router.candidates(journal(_SYSTEMD_UNIT="nginx.service")) == [by_unit]
+    assert router.candidates(journal(SYSLOG_IDENTIFIER="postfix/smtpd")) == [by_tag]
+    assert router.candidates(syslog(tag="postfix/smtpd")) == [by_tag]
+    assert router.candidates(journal(_COMM="sshd")) == []
+
+
+def test_journal_matches_are_the_union_of_identities_for_server_side_filtering():
+    router = Router([make_filter("a", journal={"_EXE": [SSHD_EXE], "_UID": ["0"]}),
+                     make_filter("b", journal={"_EXE": [SSHD_EXE], "_UID": ["0"]}),
+                     make_filter("c", syslog=("named",))])
+    assert router.journal_matches() == [{"_EXE": [SSHD_EXE], "_UID": ["0"]}, {"SYSLOG_IDENTIFIER": ["named"]}]
+
+
+def test_failures_reach_every_jail_of_the_filter_and_ban_at_maxretry():
+    flt = make_filter(journal={"_EXE": [SSHD_EXE], "_UID": ["0"]})
+    pipe = pipeline(("fast", flt, 2), ("slow", flt, 3))
+    event = journal(_EXE=SSHD_EXE, _UID="0")
+    assert [o.kind for o in pipe.handle(event, 1000.0)] == ["counted", "counted"]
+    outcomes = pipe.handle(event, 1000.0)
+    assert [(o.jail, o.kind) for o in outcomes] == [("fast", "banned"), ("slow", "counted")]
+    assert outcomes[0].ban.address == ATTACKER and outcomes[0].ban.end == 1000.0 + 3600
+
+
+def test_forged_identity_is_reported_and_not_counted():
+    flt = make_filter(journal=None)  # known in the journal by its tag alone
+    pipe = pipeline(("app", flt, 1))
+    outcomes = pipe.handle(journal(SYSLOG_IDENTIFIER="app", _COMM="app"), 1000.0)
+    assert [o.kind for o in outcomes] == ["untrusted"]
+    assert pipe.jails["app"].jail.tracked() == 0
+    assert [o.kind for o in pipe.handle(syslog(trusted=False), 1000.0)] == ["untrusted"]
+    assert [o.kind for o in pipe.handle(syslog(trusted=True), 1000.0)] == ["banned"]
+
+
+def test_unrelated_and_stale_entries():
+    pipe = pipeline(("app", make_filter(), 1))
+    assert pipe.handle(syslog(tag="other"), 1000.0) == ()
+    assert pipe.handle(syslog(message="all fine"), 1000.0) == ()
+    assert [o.kind for o in pipe.handle(syslog(time=100.0), 1000.0)] == ["stale"]
+    # Loopback is never banned, even by a jail whose ignore list is empty.
+    assert [o.kind for o in pipe.handle(syslog(message="fail from 127.0.0.1"), 1000.0)] == ["ignored"]
+    assert [o.kind for o in pipe.handle(syslog(message="fail from ::1"), 1000.0)] == ["ignored"]
