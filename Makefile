@@ -10,8 +10,9 @@ deps:
 	@sh packaging/deps.sh $(VENV)
 
 run: deps
-	@echo "jailwarden: the daemon does not exist yet; checking the bundled default config ($(CONFIG)) instead"
 	$(VENV)/bin/jailwarden check-config --config $(CONFIG)
+	@echo "jailwarden: running in dry-run mode (the firewall backends come next); Ctrl-C stops it"
+	$(VENV)/bin/jailwarden run --dry-run --config $(CONFIG)
 
 test: deps
 	$(PY) -m pytest -q tests
