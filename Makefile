@@ -15,7 +15,7 @@ run: deps
 	$(VENV)/bin/jailwarden run --dry-run --config $(CONFIG)
 
 test: deps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 bench: deps
 	$(PY) tests/bench/bench_sshd.py

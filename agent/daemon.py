@@ -119,7 +119,8 @@ class Agent:
         elif outcome.kind == "ignored":
             log.info("%s failure from %s not counted: on the ignore list", where, failure.address)
         else:
-            log.debug("%s %s failure from %s", where, outcome.kind, failure.address)
+            why = {"evidence": "it restates an attempt another line counts", "stale": "older than findtime"}
+            log.debug("%s line naming %s not counted: %s", where, failure.address, why.get(outcome.kind, outcome.kind))
 
     async def run(self) -> int:
         for problem in self.problems:
