@@ -1,0 +1,90 @@
+"""The real agent for integration tests: `jailwarden run --dry-run` as a child process with a
+config written for the test, its log read back line by line."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+_POLL = 0.01
+
+
+class AgentProcess:
+    """`jailwarden run --dry-run` on `config` (TOML text); `filters` are written to filter.d.
+
+    `lines` is everything it logged so far (the process writes its log to stderr).
+    Use as a context manager, or call start()/stop().
+    """
+
+    def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "jailwarden.toml"
+        (workdir / "filter.d").mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(config)
+        for name, text in (filters or {}).items():
+            (workdir / "filter.d" / f"{name}.toml").write_text(text)
+        self.process: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> AgentProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self, ready: str = "running", timeout: float = 15.0) -> None:
+        """Start and wait for the line saying it runs."""
+        self.lines = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--dry-run", "--config", str(self.config_path),
+             "--log-level", "debug"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
+        self._reader.start()
+        self.wait_for(ready, timeout)
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, as systemd stops it; returns the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        status, self.process = self.process.returncode, None
+        return status
+
+    def matching(self, pattern: str) -> list[str]:
+        return [line for line in list(self.lines) if re.search(pattern, line)]
+
+    def wait_for(self, pattern: str, timeout: float = 10.0, count: int = 1) -> list[str]:
+        """Poll until `count` logged lines match `pattern` (a regex); returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(pattern)
+            if len(found) >= count:
+                return found
+            if self.process is not None and self.process.poll() is not None and not self._reader.is_alive():
+                raise AssertionError(f"the agent exited with {self.process.returncode} before logging "
+                                     f"{pattern!r}:\n" + "\n".join(self.lines[-30:]))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {count} lines matching {pattern!r} within {timeout} s; "
+                                     "the agent logged:\n" + "\n".join(self.lines[-30:]))
+            time.sleep(_POLL)
