@@ -294,7 +294,7 @@ class Filter:
         """
         fields = event.fields
         if event.source == "journal" and self.journal:
-            for group, trusted in zip(self.journal, self._journal_trust):
+            for group, trusted in zip(self.journal, self._journal_trust, strict=True):
                 for key, values in group.items():
                     if fields.get(key) not in values:
                         break
