@@ -14,6 +14,26 @@ from pathlib import Path
 _POLL = 0.01
 
 
+def journal_config(workdir: Path, namespace: str, jail: str, filter_name: str, maxretry: int,
+                   extra: str = "") -> str:
+    """A config reading only journal namespace `namespace`, with one jail (findtime 10m,
+    bantime 1h; `extra` lines are added to the jail's table)."""
+    return f"""
+[agent]
+state_dir = "{workdir}/state"
+[sources.journal]
+namespace = "{namespace}"
+[sources.syslog]
+enabled = false
+[jails.{jail}]
+filter = "{filter_name}"
+maxretry = {maxretry}
+findtime = "10m"
+bantime = "1h"
+{extra}
+"""
+
+
 class AgentProcess:
     """`jailwarden run --dry-run` on `config` (TOML text); `filters` are written to filter.d.
 

@@ -14,7 +14,7 @@ import pytest
 from agent.config import JournalConfig
 from agent.sources.journal import JournalSource, Position
 
-from .agent import AgentProcess
+from .agent import AgentProcess, journal_config
 
 EXE = os.path.realpath(sys.executable)  # journald's _EXE for entries this test process sends
 
@@ -29,20 +29,7 @@ _UID = ["0"]
 
 
 def config(workdir, namespace, maxretry=3, filter_name="app", extra=""):
-    return f"""
-[agent]
-state_dir = "{workdir}/state"
-[sources.journal]
-namespace = "{namespace}"
-[sources.syslog]
-enabled = false
-[jails.app]
-filter = "{filter_name}"
-maxretry = {maxretry}
-findtime = "10m"
-bantime = "1h"
-{extra}
-"""
+    return journal_config(workdir, namespace, "app", filter_name, maxretry, extra)
 
 
 def fail(journal, address, user="root"):

@@ -3,31 +3,15 @@ sshd, must not get an address banned by the sshd jail; the real sshd's lines mus
 
 from __future__ import annotations
 
-from .agent import AgentProcess
+from .agent import AgentProcess, journal_config
 
 FORGED = "203.0.113.66"
-
-
-def sshd_config(workdir, namespace):
-    return f"""
-[agent]
-state_dir = "{workdir}/state"
-[sources.journal]
-namespace = "{namespace}"
-[sources.syslog]
-enabled = false
-[jails.sshd]
-filter = "sshd"
-maxretry = 2
-findtime = "10m"
-bantime = "1h"
-"""
 
 
 def test_forged_sshd_lines_ban_nobody_and_the_real_sshd_gets_its_attacker_banned(
         journal_namespace, unprivileged_user, sshd_server, tmp_path):
     line = f"Failed password for root from {FORGED} port 4242 ssh2"
-    with AgentProcess(tmp_path, sshd_config(tmp_path, journal_namespace.name)) as agent:
+    with AgentProcess(tmp_path, journal_config(tmp_path, journal_namespace.name, "sshd", "sshd", 2)) as agent:
         for _ in range(3):
             # _COMM=sshd and SYSLOG_IDENTIFIER=sshd, but the executable is Python.
             renamed = journal_namespace.send_renamed("sshd", line, SYSLOG_IDENTIFIER="sshd")
