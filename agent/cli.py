@@ -203,7 +203,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_StderrFormat())
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # Debug output of libraries (pyroute2 dumps every netlink message) is not the agent's.
+    logging.getLogger("jailwarden").setLevel(getattr(logging, args.log_level.upper()))
     if not args.dry_run:
         print("jailwarden: the firewall backends do not exist yet; run with --dry-run, which logs each "
               "failure and ban decision without touching the firewall", file=sys.stderr)

@@ -88,9 +88,9 @@ class JournalConfig:
 
 @dataclass(slots=True, frozen=True)
 class SyslogConfig:
-    # Off by default: where journald already holds the lines, receiving them again by syslog
-    # would count every failure twice.
-    enabled: bool = False
+    # On by default, listening on loopback only. Forwarders must not send what journald already
+    # holds, or each failure is counted twice (see the bundled config).
+    enabled: bool = True
     listen: tuple[ListenAddress, ...] = (
         ListenAddress("udp", ipaddress.IPv4Address("127.0.0.1"), 5514),
         ListenAddress("tcp", ipaddress.IPv4Address("127.0.0.1"), 5514),

@@ -143,7 +143,8 @@ class Agent:
             log.info("restored %d failure windows from %s", restored, self.state_path)
         await self._start_sources(checkpoint, now)
         if not self.sources:
-            log.error("no source could start; exiting")
+            enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
+            log.error("%s; exiting", "no source could start" if enabled else "no source is enabled")
             return 1
         log.info("running%s with jails: %s", " (dry run)" if self.dry_run else "", ", ".join(self.pipeline.jails))
         saver = asyncio.create_task(self._save_periodically())

@@ -57,7 +57,7 @@ def test_defaults_fill_everything_but_the_filter(tmp_path):
     assert sshd.backend == config.agent.backend == "ipset"
     assert config.agent.ignore == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
     assert config.agent.state_dir == Path("/var/lib/jailwarden")
-    assert config.sources.journal.enabled and not config.sources.syslog.enabled
+    assert config.sources.journal.enabled and config.sources.syslog.enabled
     assert config.files == (tmp_path / "jailwarden.toml",)
 
 

@@ -1,0 +1,288 @@
+"""The syslog receiver: RFC 3164 and RFC 5424 messages over UDP, TCP (RFC 6587 framing) and a
+local unix datagram socket, turned into `LogEvent`s.
+
+Trust. Syslog cannot prove which program wrote a line the way the journal's underscore fields
+(`_EXE`, `_UID`, set by journald from the kernel) can: the tag "sshd" is whatever the writer
+put there, and any user of the host that logged the line can choose it. A line from a sender
+on the allow list is marked trusted (`trust`, on by default) because that sender is the
+administrator's own forwarder, which is the best syslog can offer; on hosts that have a
+journal, the journal source is the stronger path. The unix socket is created 0600, so only
+processes running as the agent's user (root) can write to it; it is trusted the same way.
+
+Bounds. Datagrams and connections from outside `allow` are dropped before a byte is parsed.
+A datagram longer than `max_message` is truncated; a TCP frame longer is dropped. At most
+`max_connections` TCP connections are open; one that completes no message in `idle_timeout`
+is closed. Parsed messages wait in a queue of at most `queue_size` events (and
+`_QUEUE_BYTES` of text); beyond, new messages are dropped and counted. TCP reading pauses
+while the queue holds `_TCP_PAUSE_AT` events (or half its bytes) and resumes at half that,
+so TCP senders are slowed rather than lost; UDP has no such brake. Everything dropped is
+counted in `stats()` and logged, at most a line per sender a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import deque
+
+from agent.config import SyslogConfig
+from agent.config_values import ListenAddress
+from agent.events import LogEvent
+from agent.sources import Sink
+from agent.sources.syslog_limits import ProblemLog, SenderCheck
+from agent.sources.syslog_sockets import bound_socket
+from agent.sources.syslog_tcp import SyslogConnection
+from parsers.framing import FramingError
+from parsers.syslog import SyslogError, parse_message
+
+_LOG = logging.getLogger("jailwarden.syslog")
+
+_BATCH = 256  # events handed to the sink before the loop gets a turn
+_DATAGRAMS_PER_WAKEUP = 256  # datagrams read from one socket before the loop gets a turn
+_QUEUE_BYTES = 64 * 1024 * 1024  # message text queued at most, whatever queue_size allows
+_TCP_READ_SIZE = 64 * 1024  # bytes read from a TCP connection at once: at most ~20k tiny frames to parse
+_TCP_PAUSE_AT = 10_000  # queued events at which TCP reading pauses (resuming at half)
+_FLUSH_INTERVAL = 10.0  # how often held-back problem lines are summed up
+_COUNTERS = (
+    "received", "delivered", "malformed", "truncated", "oversize", "framing_errors", "dropped_not_allowed",
+    "dropped_queue_full", "connections_accepted", "connections_refused", "connections_timed_out", "tcp_paused",
+    "errors",
+)  # fmt: skip
+_NUMBERS = tuple(str(number) for number in range(24))  # facility and severity as text, made once
+
+
+class SyslogSource:
+    """Receives syslog on the configured addresses and hands each message to `sink` as a LogEvent.
+
+    `stats()` counts: received (messages from allowed senders), delivered (to the sink),
+    malformed (unparsable), truncated (UDP, over max_message), oversize (TCP frames over
+    max_message, dropped), framing_errors (other TCP framing faults, such as a stream ending
+    inside a frame), dropped_not_allowed (datagrams and connections), dropped_queue_full,
+    connections_accepted / _refused (over max_connections) / _timed_out, tcp_paused (times
+    TCP reading paused for the queue to drain), errors (internal); and, as they are now,
+    queued and connections_open.
+    """
+
+    name = "syslog"
+
+    def __init__(self, config: SyslogConfig, sink: Sink) -> None:
+        self.config = config
+        self.counts = dict.fromkeys(_COUNTERS, 0)
+        self.check_sender = SenderCheck(config.allow)
+        self.problems = ProblemLog(_LOG)
+        self.connections: set[SyslogConnection] = set()
+        self.paused = False  # TCP reading paused while the queue drains
+        self._sink = sink
+        self._queue: deque[LogEvent] = deque()
+        self._queue_size, self._trust = config.queue_size, config.trust  # read for every message
+        self._queued_bytes = 0
+        # TCP reading pauses well before the queue is full: the frames of one read (up to
+        # 256 KiB) must still fit, and a short queue is enough to keep the sink busy.
+        self._high_water = max(1, min(config.queue_size * 3 // 4, _TCP_PAUSE_AT))
+        self._low_water = self._high_water // 2
+        self._dropped_since = -1  # dropped_queue_full when the queue last filled; -1: not full
+        self._wakeup = asyncio.Event()
+        self._buffer = bytearray(config.max_message)
+        self.read_buffer = memoryview(bytearray(_TCP_READ_SIZE))  # shared by the TCP connections
+        self._datagram_sockets: list[socket.socket] = []
+        self._unix_files: list[tuple[str, int]] = []  # (path, inode) of the sockets we made
+        self._servers: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Listen on every configured address. Raises SourceError naming the address and the OS's
+        reason when one cannot be bound (port in use, address not on this host); the addresses
+        opened before it are closed again."""
+        loop = asyncio.get_running_loop()
+        try:
+            for listen in self.config.listen:
+                sock = bound_socket(listen)
+                if listen.transport == "tcp":
+                    try:
+                        self._servers.append(await loop.create_server(
+                            lambda listen=listen: SyslogConnection(self, listen), sock=sock))
+                    except BaseException:
+                        sock.close()
+                        raise
+                    continue
+                self._datagram_sockets.append(sock)
+                if listen.transport == "unix":
+                    self._unix_files.append((listen.path, os.stat(listen.path).st_ino))
+                loop.add_reader(sock.fileno(), self._read_datagrams, sock, listen)
+        except BaseException:
+            await self._close_inputs()
+            raise
+        self._tasks = [loop.create_task(self._deliver(), name="syslog delivery"),
+                       loop.create_task(self._flush_problems(), name="syslog problem log")]
+        _LOG.info("syslog: listening on %s", ", ".join(str(listen) for listen in self.config.listen))
+
+    async def stop(self) -> None:
+        """Stop receiving, hand what was already received to the sink, and close everything."""
+        await self._close_inputs()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        while self._queue:
+            self._deliver_batch()
+            await asyncio.sleep(0)
+        self.problems.flush(everything=True)
+
+    def stats(self) -> dict[str, int]:
+        return self.counts | {"queued": len(self._queue), "connections_open": len(self.connections)}
+
+    def accept(self, data: bytes, address: str | None, sender: str | None, now: float) -> None:
+        """One message from an allowed sender: parsed, made an event and queued, or counted.
+
+        `address` is the sender's for `_SOURCE_ADDRESS` (None on the unix socket); `sender`
+        names it in the log, None for "sender ADDRESS".
+        """
+        counts = self.counts
+        counts["received"] += 1
+        queue = self._queue
+        if len(queue) >= self._queue_size or self._queued_bytes >= _QUEUE_BYTES:
+            self._drop_queue_full()
+            return
+        message = parse_message(data, now)
+        if type(message) is SyslogError:
+            counts["malformed"] += 1
+            self.problems.report(sender or f"sender {address}",
+                                 f"malformed message: {message.reason}: '{message.excerpt}'")
+            return
+        _, text, facility, severity, _, hostname, app_name, procid, _, _ = message
+        fields = {}
+        if app_name is not None:
+            fields["SYSLOG_IDENTIFIER"] = app_name
+        if procid is not None:
+            fields["SYSLOG_PID"] = procid
+        if facility is not None:
+            fields["SYSLOG_FACILITY"] = _NUMBERS[facility]
+            fields["PRIORITY"] = _NUMBERS[severity]
+        if hostname is not None:
+            fields["_HOSTNAME"] = hostname
+        if address is not None:
+            fields["_SOURCE_ADDRESS"] = address
+        if not queue:
+            self._wakeup.set()
+        queue.append(LogEvent(now, "syslog", text, fields, self._trust))
+        self._queued_bytes += len(text)
+
+    def accept_frames(self, items: list[bytes | FramingError], address: str, sender: str) -> None:
+        """What a TCP connection's decoder gave: frames to accept, framing faults to count."""
+        now = time.time()
+        accept = self.accept
+        for item in items:
+            if type(item) is bytes:
+                accept(item, address, sender, now)
+            elif "exceeds max_frame" in item.reason:
+                self.counts["oversize"] += 1
+                self.problems.report(sender, f"TCP frame dropped: {item.reason}: '{item.excerpt}'")
+            else:
+                self.counts["framing_errors"] += 1
+                self.problems.report(sender, f"TCP framing: {item.reason}: '{item.excerpt}'")
+        if not self.paused and (len(self._queue) >= self._high_water or self._queued_bytes >= _QUEUE_BYTES // 2):
+            self.paused = True
+            self.counts["tcp_paused"] += 1
+            for connection in self.connections:
+                connection.pause()
+
+    def _read_datagrams(self, sock: socket.socket, listen: ListenAddress) -> None:
+        buffer = self._buffer
+        limit = len(buffer)
+        local = listen.transport == "unix"
+        sender = f"local sender on {listen}" if local else None
+        address = None
+        now = time.time()
+        for _ in range(_DATAGRAMS_PER_WAKEUP):
+            try:
+                size, peer = sock.recvfrom_into(buffer, 0, socket.MSG_TRUNC)
+                if not local:
+                    allowed, address = self.check_sender(peer[0])
+                    if not allowed:
+                        self.counts["dropped_not_allowed"] += 1
+                        self.problems.report(f"sender {address}",
+                                             f"datagram to {listen} dropped: not in the allow list")
+                        continue
+                if size > limit:  # MSG_TRUNC: the datagram's real size, beyond what the buffer took
+                    self.counts["truncated"] += 1
+                    self.problems.report(sender or f"sender {address}",
+                                         f"datagram of {size} bytes truncated to max_message {limit}")
+                    size = limit
+                self.accept(bytes(buffer[:size]), address, sender, now)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                self.problems.report(f"socket {listen}", f"receive failed: {error.strerror or error}")
+                return
+            except Exception as error:  # nothing a sender does may take the reader down
+                self.counts["errors"] += 1
+                who = sender or (f"sender {address}" if address else f"socket {listen}")
+                self.problems.report(who, f"internal error on a datagram: {error!r}", error)
+
+    def _drop_queue_full(self) -> None:
+        self.counts["dropped_queue_full"] += 1
+        if self._dropped_since < 0:
+            self._dropped_since = self.counts["dropped_queue_full"] - 1
+            _LOG.warning("syslog: the queue is full (%d messages): dropping new messages until it drains",
+                         len(self._queue))
+
+    async def _deliver(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            self._deliver_batch()
+            await asyncio.sleep(0)  # let the other sources and the sockets have the loop
+
+    def _deliver_batch(self) -> None:
+        queue, sink = self._queue, self._sink
+        count = min(len(queue), _BATCH)
+        size = 0
+        for _ in range(count):
+            event = queue.popleft()
+            size += len(event.message)
+            try:
+                sink(event)
+            except Exception as error:  # a bug downstream: log it, keep receiving
+                self.counts["errors"] += 1
+                self.problems.report("pipeline", f"failed on a message from syslog: {error!r}", error)
+        self.counts["delivered"] += count
+        self._queued_bytes -= size
+        if self.paused and len(queue) <= self._low_water and self._queued_bytes <= _QUEUE_BYTES // 4:
+            self.paused = False
+            now = asyncio.get_running_loop().time()
+            for connection in list(self.connections):
+                connection.resume(now)
+        if self._dropped_since >= 0 and len(queue) <= self.config.queue_size // 2:
+            _LOG.warning("syslog: the queue has room again; %d messages were dropped while it was full",
+                         self.counts["dropped_queue_full"] - self._dropped_since)
+            self._dropped_since = -1
+
+    async def _flush_problems(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL)
+            self.problems.flush()
+
+    async def _close_inputs(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._datagram_sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._datagram_sockets = []
+        for path, inode in self._unix_files:
+            try:
+                if os.lstat(path).st_ino == inode:  # not a socket another process has made since
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._unix_files = []
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
