@@ -32,6 +32,7 @@ from agent.config_values import (
     parse_duration,
     poll_interval,
     positive_int,
+    uid,
 )
 
 DEFAULT_PATH = Path("/etc/jailwarden/jailwarden.toml")
@@ -97,7 +98,9 @@ class SyslogConfig:
     )
     allow: tuple[Network, ...] = _LOOPBACK
     # Lines from an allowed sender count as trusted: the forwarder is the administrator's own.
+    # A local sender (loopback, the host's addresses) only when its socket's owner is one of these.
     trust: bool = True
+    trusted_uids: tuple[int, ...] = (0,)
     max_message: int = 64 * 1024  # bytes; a longer message is truncated (UDP) or dropped (TCP)
     max_connections: int = 256  # concurrent TCP connections; more are refused and counted
     idle_timeout: float = 300.0  # a TCP connection that sends nothing this long is closed
@@ -227,7 +230,8 @@ _JAIL_KEYS = (
     "require_trusted",
 )  # fmt: skip
 _JOURNAL_KEYS = ("enabled", "namespace", "path", "poll_interval")
-_SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "max_message", "max_connections", "idle_timeout", "queue_size")
+_SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "trusted_uids", "max_message", "max_connections", "idle_timeout",
+                "queue_size")
 _JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 
@@ -254,7 +258,8 @@ class _Checker:
             "enabled": boolean, "trust": boolean, "max_message": byte_size, "max_connections": positive_int,
             "idle_timeout": parse_duration, "queue_size": positive_int,
         })
-        syslog_values |= self.read_lists(syslog, ("sources", "syslog"), {"listen": listen, "allow": network})
+        syslog_values |= self.read_lists(syslog, ("sources", "syslog"),
+                                         {"listen": listen, "allow": network, "trusted_uids": uid})
         if syslog_values.get("enabled") and syslog.get("listen") == []:
             self.error(("sources", "syslog", "listen"), "the syslog source is enabled but listens nowhere")
         jails = self.table(document.get("jails", {}), ("jails",), None)

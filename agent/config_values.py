@@ -182,3 +182,12 @@ def byte_size(value: object) -> int:
     if not 480 <= value <= 16 * 1024 * 1024:
         raise ValueError(f"must be from 480 bytes (the least RFC 5424 allows) to 16MiB, got {value}")
     return value
+
+
+def uid(value: object) -> int:
+    """A numeric user id (names are not looked up: the agent may start before NSS is ready)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a numeric uid such as 0, got {describe(value)}")
+    if not 0 <= value < 2**32 - 1:
+        raise ValueError(f"a uid is from 0 to 4294967294, got {value}")
+    return value

@@ -5,15 +5,14 @@ failure and each ban decision is logged, nothing touches the kernel."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 from agent import state
-from agent.addresses import Address
+from agent.addresses import AddressSet
+from agent.host import own_addresses
 from agent.bans import BanBook
 from agent.config import Config
 from agent.events import LogEvent
@@ -32,25 +31,9 @@ CHECKPOINT_INTERVAL = 1.0
 STATE_FILE = "checkpoint.json"
 
 
-def own_addresses() -> list[Address]:
-    """This host's addresses (every interface), which no jail may ban."""
-    from pyroute2 import IPRoute
-
-    addresses = []
-    with IPRoute() as ipr:
-        for message in ipr.get_addr():
-            value = message.get_attr("IFA_ADDRESS") or message.get_attr("IFA_LOCAL")
-            if value:
-                addresses.append(ipaddress.ip_address(value.split("%")[0]))
-    return addresses
-
-
-def build_jails(config: Config, filter_dir: Path, protected: Iterable[Address] = ()
-                ) -> tuple[list[JailSetup], list[str]]:
+def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list[str]]:
     """The enabled jails with their filters; a jail whose filter cannot be loaded is left out
-    and its problem returned, so the others still run. `protected` (the host's own addresses)
-    join every jail's ignore list."""
-    protected = tuple(protected)
+    and its problem returned, so the others still run."""
     setups, problems = [], []
     filters: dict[tuple[Path, str | None], Filter] = {}
     for name, jail in config.jails.items():
@@ -67,7 +50,7 @@ def build_jails(config: Config, filter_dir: Path, protected: Iterable[Address] =
             problems.append(f"jail {name}: not started: {error}")
             continue
         flt = filters[key]
-        counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore + protected,
+        counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
                        require_trusted=jail.require_trusted)
         setups.append(JailSetup(name, flt, counter, jail.policy))
         if jail.require_trusted and not flt.journal and config.sources.journal.enabled:
@@ -81,18 +64,23 @@ class Agent:
     def __init__(self, config: Config, *, filter_dir: Path, dry_run: bool = True) -> None:
         self.config = config
         self.dry_run = dry_run
-        try:
-            protected = own_addresses()
-        except OSError as error:  # netlink refused (a locked-down container): loopback stays protected
-            log.error("cannot list this host's addresses to protect them from bans: %s", error)
-            protected = []
-        setups, self.problems = build_jails(config, filter_dir, protected)
+        setups, self.problems = build_jails(config, filter_dir)
         self.pipeline = Pipeline(setups, BanBook(history_window=config.agent.history_window))
         self.state_path = config.agent.state_dir / STATE_FILE
         self.sources: list = []
         self._journal = None
+        # The journal position of the loaded checkpoint, kept while no journal source runs so a
+        # source that failed to start does not make the next start read history twice.
+        self._saved_position = None
         self._dirty = False
+        self._saving = False
         self._stopping: asyncio.Event | None = None
+
+    async def _protect_own_addresses(self) -> None:
+        try:
+            self.pipeline.protected = AddressSet(await asyncio.to_thread(own_addresses))
+        except OSError as error:  # netlink refused (a locked-down container): loopback stays protected
+            log.error("cannot list this host's addresses to protect them from bans: %s", error)
 
     def handle(self, event: LogEvent) -> None:
         """The sink every source delivers to."""
@@ -100,9 +88,9 @@ class Agent:
         if outcomes:
             self._dirty = True
             for outcome in outcomes:
-                self._report(outcome)
+                self._report(outcome, event)
 
-    def _report(self, outcome: Outcome) -> None:
+    def _report(self, outcome: Outcome, event: LogEvent) -> None:
         failure = outcome.failure
         where = f"jail {outcome.jail}:"
         if outcome.kind == "banned":
@@ -114,8 +102,9 @@ class Agent:
         elif outcome.kind == "counted":
             log.info("%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
         elif outcome.kind == "untrusted":
-            log.warning("%s not counting a failure from %s: the entry's program identity can be forged "
-                        "(fields: %s)", where, failure.address, "the syslog tag or _COMM only")
+            why = ("its sender is not trusted (see [sources.syslog] trust)" if event.source == "syslog"
+                   else "the fields that identify its program can be written by any local user")
+            log.warning("%s not counting a failure from %s: %s", where, failure.address, why)
         elif outcome.kind == "ignored":
             log.info("%s failure from %s not counted: on the ignore list", where, failure.address)
         else:
@@ -129,6 +118,7 @@ class Agent:
             log.error("no jail can run; exiting")
             return 1
         loop = asyncio.get_running_loop()
+        await self._protect_own_addresses()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
@@ -139,6 +129,7 @@ class Agent:
             log.error("%s; starting without it (the journal history window is read again)", error)
             checkpoint = None
         if checkpoint is not None:
+            self._saved_position = checkpoint.journal
             restored = checkpoint.restore({name: s.jail for name, s in self.pipeline.jails.items()}, now)
             log.info("restored %d failure windows from %s", restored, self.state_path)
         await self._start_sources(checkpoint, now)
@@ -147,15 +138,16 @@ class Agent:
             log.error("%s; exiting", "no source could start" if enabled else "no source is enabled")
             return 1
         log.info("running%s with jails: %s", " (dry run)" if self.dry_run else "", ", ".join(self.pipeline.jails))
-        saver = asyncio.create_task(self._save_periodically())
-        expiry = asyncio.create_task(self._expire_periodically())
+        tasks = [asyncio.create_task(job()) for job in
+                 (self._save_periodically, self._expire_periodically, self._refresh_own_addresses)]
         await self._stopping.wait()
         log.info("stopping")
-        saver.cancel()
-        expiry.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for source in self.sources:
             await source.stop()
-        self._save()
+        self._save(self._checkpoint())
         return 0
 
     async def _start_sources(self, checkpoint: state.Checkpoint | None, now: float) -> None:
@@ -175,19 +167,24 @@ class Agent:
         except SourceError as error:
             log.error("%s", error)
             return
+        except (OSError, ImportError) as error:  # not foreseen by the source: still say which one
+            log.error("%s source: cannot start: %s", source.name, error)
+            return
         self.sources.append(source)
         if source.name == "journal":
             self._journal = source
 
-    def _save(self) -> None:
-        position = self._journal.position if self._journal is not None else None
-        checkpoint = state.Checkpoint.of(position, {name: s.jail for name, s in self.pipeline.jails.items()})
+    def _checkpoint(self) -> state.Checkpoint:
+        position = self._journal.position if self._journal is not None else self._saved_position
+        return state.Checkpoint.of(position, {name: s.jail for name, s in self.pipeline.jails.items()})
+
+    def _save(self, checkpoint: state.Checkpoint) -> bool:
         try:
             state.save(self.state_path, checkpoint)
         except OSError as error:
             log.error("cannot save the checkpoint to %s: %s", self.state_path, error.strerror or error)
-            return
-        self._dirty = False
+            return False
+        return True
 
     async def _save_periodically(self) -> None:
         last_position = None
@@ -195,8 +192,19 @@ class Agent:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
             position = self._journal.position if self._journal is not None else None
             if self._dirty or position != last_position:
-                self._save()
-                last_position = position
+                # The snapshot is taken on the loop (consistent with the position); encoding and
+                # fsync, which take long with many windows, run in a thread.
+                checkpoint = self._checkpoint()
+                self._dirty = False
+                if await asyncio.to_thread(self._save, checkpoint):
+                    last_position = position
+                else:
+                    self._dirty = True
+
+    async def _refresh_own_addresses(self) -> None:
+        while True:  # addresses come and go (DHCP, VPNs); a minute's lag is the cost of no netlink watch
+            await asyncio.sleep(60)
+            await self._protect_own_addresses()
 
     async def _expire_periodically(self) -> None:
         book = self.pipeline.book

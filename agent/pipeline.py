@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from agent.addresses import AddressSet
 from agent.bans import Ban, BanBook, BanPolicy
 from agent.events import LogEvent
 from agent.jail import BanDecision, Jail
@@ -47,6 +48,8 @@ class Pipeline:
     def __init__(self, jails: Iterable[JailSetup], book: BanBook) -> None:
         self.jails = {setup.name: setup for setup in jails}
         self.book = book
+        # Never banned in any jail: the host's own addresses (loopback always, in Jail).
+        self.protected = AddressSet()
         self.router = Router(setup.filter for setup in self.jails.values())
         self._by_filter: dict[int, list[JailSetup]] = {}
         for setup in self.jails.values():
@@ -72,7 +75,7 @@ class Pipeline:
             return Outcome("untrusted", setup.name, failure)
         if not failure.counts:
             return Outcome("evidence", setup.name, failure)
-        if jail.is_ignored(failure.address):
+        if jail.is_ignored(failure.address) or failure.address in self.protected:
             return Outcome("ignored", setup.name, failure)
         if failure.time <= now - jail.findtime:
             return Outcome("stale", setup.name, failure)

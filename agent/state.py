@@ -59,8 +59,9 @@ def load(path: Path) -> Checkpoint | None:
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
         journal = data.get("journal")
-        position = Position(str(journal["cursor"]), float(journal["time"])) if journal else None
-        windows = {str(jail): {str(address): [float(t) for t in times] for address, times in addresses.items()}
+        position = Position(str(journal["cursor"]), int(journal["usec"])) if journal else None
+        windows = {str(jail): {str(parse_address(address)): [float(t) for t in times]
+                               for address, times in addresses.items()}
                    for jail, addresses in data.get("windows", {}).items()}
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise StateError(f"{path}: not a jailwarden checkpoint: {error}") from None
@@ -72,7 +73,7 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
     journal = checkpoint.journal
     data = {
         "format": FORMAT,
-        "journal": {"cursor": journal.cursor, "time": journal.time} if journal else None,
+        "journal": {"cursor": journal.cursor, "usec": journal.usec} if journal else None,
         "windows": checkpoint.windows,
     }
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

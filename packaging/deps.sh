@@ -8,8 +8,8 @@ set -eu
 # Runtime: iptables carries libxtables/libiptc that python-iptables loads; ipset and nftables
 # carry the kernel-side libraries (libnftables) the firewall backends bind to.
 # Tests: systemd (systemd-journald), rsyslog and bsdutils (logger) as real log clients, and
-# openssh-server with sshpass for a real sshd to attack. Debian's policy-rc.d keeps apt from
-# starting rsyslog or sshd on the host; the tests start their own.
+# openssh-server with sshpass for a real sshd to attack. The tests start their own rsyslogd and
+# sshd; on a host whose init starts services, installing these starts the system's as usual.
 APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
 systemd rsyslog bsdutils openssh-server sshpass"
 

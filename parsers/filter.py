@@ -50,6 +50,9 @@ _REPEATED = re.compile(r"message repeated ([1-9][0-9]{0,5}) times: \[ ?(.*)\]$")
 # Journal fields journald sets from the kernel's view of the sending process, which that
 # process cannot choose. Not among them: _COMM and _CMDLINE (a process renames itself with
 # prctl(PR_SET_NAME) or by rewriting argv), SYSLOG_IDENTIFIER and every field without "_".
+# Alone, most still do not prove who wrote an entry: any user may run /usr/sbin/sshd, and
+# without libpam-systemd a user's login stays in ssh.service's cgroup. The uid does: journald
+# takes it from the socket's credentials.
 TRUSTED_JOURNAL_FIELDS = frozenset({
     "_SYSTEMD_UNIT", "_SYSTEMD_SLICE", "_SYSTEMD_CGROUP", "_EXE", "_UID", "_GID", "_TRANSPORT",
     "_CAP_EFFECTIVE", "_SELINUX_CONTEXT", "_AUDIT_LOGINUID",
@@ -59,10 +62,12 @@ JournalMatch = Mapping[str, frozenset[str]]
 
 
 def is_trusted_match(match: JournalMatch) -> bool:
-    """Does matching this group prove which program wrote the entry? Yes when every field is
-    one journald takes from the kernel, or when the group admits only root (`_UID = ["0"]`):
-    root could forge anything anyway."""
-    return set(match) <= TRUSTED_JOURNAL_FIELDS or match.get("_UID") == frozenset({"0"})
+    """Does matching this group prove which program wrote the entry? Yes when it pins the uid
+    and every other field is one journald takes from the kernel (`_EXE`, `_SYSTEMD_UNIT`...),
+    or when it admits only root (`_UID = ["0"]`), who could forge anything anyway."""
+    if "_UID" not in match:
+        return False
+    return set(match) <= TRUSTED_JOURNAL_FIELDS or match["_UID"] == frozenset({"0"})
 
 
 class FilterError(Exception):
@@ -294,13 +299,17 @@ class Filter:
         """
         fields = event.fields
         if event.source == "journal" and self.journal:
+            matched = None
             for group, trusted in zip(self.journal, self._journal_trust, strict=True):
                 for key, values in group.items():
                     if fields.get(key) not in values:
                         break
                 else:
-                    return trusted and getattr(event, "trusted", False)
-            return None
+                    # Any trusted alternative that matches makes the entry trusted.
+                    if trusted and getattr(event, "trusted", False):
+                        return True
+                    matched = False
+            return matched
         if fields.get("SYSLOG_IDENTIFIER") in self.syslog:
             return event.source != "journal" and getattr(event, "trusted", False)
         return None

@@ -34,10 +34,15 @@ _BATCH = 500
 
 @dataclass(slots=True, frozen=True)
 class Position:
-    """Where reading stopped: the last applied entry's cursor and its time (seconds)."""
+    """Where reading stopped: the last applied entry's cursor and its time (journald's
+    microseconds, kept whole so the fallback after a lost cursor skips exactly up to it)."""
 
     cursor: str
-    time: float
+    usec: int
+
+    @property
+    def time(self) -> float:
+        return self.usec / 1_000_000
 
 
 def _text(value: object) -> str:
@@ -74,6 +79,9 @@ class JournalSource:
         # Entries at or before this time are already applied (set when a cursor was lost).
         self._skip_until_usec = -1
         self.position: Position | None = resume
+        # Files in a directory (a container's) may have been written by anyone with access to
+        # it, journald's fields included; the system journal and namespaces are journald's own.
+        self._trusted = config.path is None
         self._counts = {"received": 0, "delivered": 0, "skipped_after_lost_cursor": 0, "wakeups": 0,
                         "invalidations": 0, "errors": 0}
 
@@ -104,12 +112,14 @@ class JournalSource:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader, where = self._open()
-        self._seek()
         try:
+            self._seek()
             fd = self._reader.fileno()
+            self._loop.add_reader(fd, self._on_change)
         except OSError as error:
-            raise SourceError(f"journal: cannot watch {where} for changes: {error.strerror or error}") from None
-        self._loop.add_reader(fd, self._on_change)
+            self._reader.close()
+            self._reader = None
+            raise SourceError(f"journal: cannot read {where}: {error.strerror or error}") from None
         self._schedule_poll()
         log.info("reading %s (%d identity matches, polled every %g ms)", where, len(self._matches),
                  self.config.poll_interval * 1000)
@@ -127,8 +137,9 @@ class JournalSource:
                 log.info("resuming after the saved journal cursor")
                 return
             log.warning("the saved journal cursor no longer exists (its file was rotated away or vacuumed); "
-                        "resuming after the last entry seen, at %s", _when(resume.time))
-            self._skip_until_usec = int(resume.time * 1_000_000)
+                        "resuming after the last entry seen, at %s (entries written in the same microsecond, or "
+                        "after the clock was set back, are skipped)", _when(resume.time))
+            self._skip_until_usec = resume.usec
             reader.seek_realtime(resume.time)
             return
         if self._history > 0:
@@ -206,12 +217,12 @@ class JournalSource:
             fields = {key: _text(value) for key, value in entry.items() if not key.startswith("__")}
             message = fields.pop("MESSAGE", "")
             try:
-                self._sink(LogEvent(usec / 1_000_000, "journal", message, fields, True))
+                self._sink(LogEvent(usec / 1_000_000, "journal", message, fields, self._trusted))
             except Exception:  # a bug downstream must not stop the journal or replay the entry forever
                 counts["errors"] += 1
                 log.exception("journal: handling the entry at %s failed; going on with the next", cursor)
             # Only now, with the entry's effects applied, does the position move past it.
-            self.position = Position(cursor, usec / 1_000_000)
+            self.position = Position(cursor, usec)
             counts["delivered"] += 1
         return True
 

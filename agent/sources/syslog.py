@@ -6,8 +6,11 @@ Trust. Syslog cannot prove which program wrote a line the way the journal's unde
 put there, and any user of the host that logged the line can choose it. A line from a sender
 on the allow list is marked trusted (`trust`, on by default) because that sender is the
 administrator's own forwarder, which is the best syslog can offer; on hosts that have a
-journal, the journal source is the stronger path. The unix socket is created 0600, so only
-processes running as the agent's user (root) can write to it; it is trusted the same way.
+journal, the journal source is the stronger path. A sender on loopback or on one of the
+host's own addresses is some local process, and any local user may send there: its messages
+are trusted only when the kernel says its socket belongs to a uid in `trusted_uids` (root by
+default; see syslog_peers). The unix socket is created 0600, so only processes running as the
+agent's user (root) can write to it; it is trusted the same way.
 
 Bounds. Datagrams and connections from outside `allow` are dropped before a byte is parsed.
 A datagram longer than `max_message` is truncated; a TCP frame longer is dropped. At most
@@ -31,8 +34,10 @@ from collections import deque
 from agent.config import SyslogConfig
 from agent.config_values import ListenAddress
 from agent.events import LogEvent
+from agent.host import own_addresses
 from agent.sources import Sink
 from agent.sources.syslog_limits import ProblemLog, SenderCheck
+from agent.sources.syslog_peers import LocalSenders, peer_address
 from agent.sources.syslog_sockets import bound_socket
 from agent.sources.syslog_tcp import SyslogConnection
 from parsers.framing import FramingError
@@ -78,6 +83,7 @@ class SyslogSource:
         self._sink = sink
         self._queue: deque[LogEvent] = deque()
         self._queue_size, self._trust = config.queue_size, config.trust  # read for every message
+        self.local_senders = LocalSenders((), config.trusted_uids)
         self._queued_bytes = 0
         # TCP reading pauses well before the queue is full: the frames of one read (up to
         # 256 KiB) must still fit, and a short queue is enough to keep the sink busy.
@@ -97,6 +103,12 @@ class SyslogSource:
         reason when one cannot be bound (port in use, address not on this host); the addresses
         opened before it are closed again."""
         loop = asyncio.get_running_loop()
+        try:
+            # In a thread: pyroute2 0.9 runs an event loop of its own, which cannot nest in ours.
+            self.local_senders.own = frozenset(await asyncio.to_thread(own_addresses))
+        except OSError as error:  # loopback is still known as local
+            _LOG.error("syslog: cannot list this host's addresses, so a local process sending from one of them "
+                       "would count as remote: %s", error)
         try:
             for listen in self.config.listen:
                 sock = bound_socket(listen)
@@ -134,7 +146,20 @@ class SyslogSource:
     def stats(self) -> dict[str, int]:
         return self.counts | {"queued": len(self._queue), "connections_open": len(self.connections)}
 
-    def accept(self, data: bytes, address: str | None, sender: str | None, now: float) -> None:
+    def is_trusted(self, transport: str, peer: tuple | None, sockname: tuple | None = None) -> bool:
+        """Are messages from this allowed UDP/TCP peer trusted? Remote forwarders on the allow
+        list are, with `trust`; local processes only when their socket's owner is trusted."""
+        if not self._trust:
+            return False
+        sender = peer_address(peer) if peer else None
+        if sender is None:
+            return False
+        if not self.local_senders.is_local(sender[0]):
+            return True
+        listener = peer_address(sockname) if sockname else None
+        return self.local_senders.trusted(transport, sender, listener)
+
+    def accept(self, data: bytes, address: str | None, sender: str | None, now: float, trusted: bool) -> None:
         """One message from an allowed sender: parsed, made an event and queued, or counted.
 
         `address` is the sender's for `_SOURCE_ADDRESS` (None on the unix socket); `sender`
@@ -167,16 +192,16 @@ class SyslogSource:
             fields["_SOURCE_ADDRESS"] = address
         if not queue:
             self._wakeup.set()
-        queue.append(LogEvent(now, "syslog", text, fields, self._trust))
+        queue.append(LogEvent(now, "syslog", text, fields, trusted))
         self._queued_bytes += len(text)
 
-    def accept_frames(self, items: list[bytes | FramingError], address: str, sender: str) -> None:
+    def accept_frames(self, items: list[bytes | FramingError], address: str, sender: str, trusted: bool) -> None:
         """What a TCP connection's decoder gave: frames to accept, framing faults to count."""
         now = time.time()
         accept = self.accept
         for item in items:
             if type(item) is bytes:
-                accept(item, address, sender, now)
+                accept(item, address, sender, now, trusted)
             elif "exceeds max_frame" in item.reason:
                 self.counts["oversize"] += 1
                 self.problems.report(sender, f"TCP frame dropped: {item.reason}: '{item.excerpt}'")
@@ -195,6 +220,7 @@ class SyslogSource:
         local = listen.transport == "unix"
         sender = f"local sender on {listen}" if local else None
         address = None
+        trusted = self._trust  # the unix socket: mode 0600, only root writes to it
         now = time.time()
         for _ in range(_DATAGRAMS_PER_WAKEUP):
             try:
@@ -206,12 +232,13 @@ class SyslogSource:
                         self.problems.report(f"sender {address}",
                                              f"datagram to {listen} dropped: not in the allow list")
                         continue
+                    trusted = self.is_trusted("udp", peer)
                 if size > limit:  # MSG_TRUNC: the datagram's real size, beyond what the buffer took
                     self.counts["truncated"] += 1
                     self.problems.report(sender or f"sender {address}",
                                          f"datagram of {size} bytes truncated to max_message {limit}")
                     size = limit
-                self.accept(bytes(buffer[:size]), address, sender, now)
+                self.accept(bytes(buffer[:size]), address, sender, now, trusted)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:

@@ -27,7 +27,8 @@ class SyslogConnection(asyncio.BufferedProtocol):
     time, and the one timer re-arms itself when it fires early.
     """
 
-    __slots__ = ("_source", "_listen", "_transport", "_decoder", "_timer", "_progress", "sender", "address")
+    __slots__ = ("_source", "_listen", "_transport", "_decoder", "_timer", "_progress", "sender", "address",
+                 "trusted")
 
     def __init__(self, source: SyslogSource, listen: ListenAddress) -> None:
         self._source = source
@@ -38,6 +39,7 @@ class SyslogConnection(asyncio.BufferedProtocol):
         self._progress = 0.0  # loop time of the last complete frame (or of the accept)
         self.sender = ""  # "sender ADDRESS", for the problem log
         self.address = ""  # the peer's address as text, for _SOURCE_ADDRESS
+        self.trusted = False  # are its messages trusted (see SyslogSource.is_trusted)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         source = self._source
@@ -57,6 +59,8 @@ class SyslogConnection(asyncio.BufferedProtocol):
                                                     f"max_connections ({source.config.max_connections}) are open")
                 transport.abort()
                 return
+            # Decided once: the peer's socket, and so its owner, lives as long as the connection.
+            self.trusted = source.is_trusted("tcp", peer, transport.get_extra_info("sockname"))
             self._decoder = FrameDecoder(source.config.max_message)
             source.connections.add(self)
             source.counts["connections_accepted"] += 1
@@ -79,7 +83,7 @@ class SyslogConnection(asyncio.BufferedProtocol):
             items = decoder.feed(self._source.read_buffer[:nbytes])
             if items:
                 self._progress = asyncio.get_running_loop().time()
-                self._source.accept_frames(items, self.address, self.sender)
+                self._source.accept_frames(items, self.address, self.sender, self.trusted)
         except Exception as error:
             self._fail(error)
 
@@ -101,7 +105,7 @@ class SyslogConnection(asyncio.BufferedProtocol):
         try:
             items = decoder.close()
             if items and deliver:
-                source.accept_frames(items, self.address, self.sender)
+                source.accept_frames(items, self.address, self.sender, self.trusted)
         except Exception as error:
             source.problems.report(self.sender, f"internal error closing its TCP connection: {error!r}", error)
         self._transport.abort()

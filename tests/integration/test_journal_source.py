@@ -164,16 +164,22 @@ def test_journald_itself_skips_entries_no_jail_wants(journal_namespace):
     assert abs(event.time - time.time()) < 10 and isinstance(position, Position)
 
 
-def test_an_entry_is_seen_within_milliseconds_not_at_journalds_notification(journal_namespace):
-    # journald announces appends ~450 ms late; the source's poll sees them within ~10 ms.
-    # A loose bound (this is not a benchmark: see tests/bench/bench_journal.py): 200 ms.
-    sent = []
+def test_an_entry_is_seen_sooner_than_journalds_own_notification(journal_namespace):
+    # journald announces appends ~450 ms late; the source's poll sees them within ~10 ms. This
+    # is not the benchmark (tests/bench/bench_journal.py): a median of five under 250 ms only
+    # shows the poll works, with room for a loaded machine.
+    sent, seen = [], []
 
     def send():
         sent.append(time.time())
         journal_namespace.send("login failed for root from 203.0.113.51", JW_KIND="wanted")
 
-    seen = []
-    _read_with_source(journal_namespace, [{"JW_KIND": ["wanted"]}], send,
-                      lambda events: events and seen.append(time.time()) is None)
-    assert seen[0] - sent[0] < 0.2
+    def arrived(events):
+        if events:
+            seen.append(time.time())
+        return events
+
+    for _ in range(5):
+        _read_with_source(journal_namespace, [{"JW_KIND": ["wanted"]}], send, arrived)
+    delays = sorted(b - a for a, b in zip(sent, seen, strict=True))
+    assert delays[2] < 0.25, delays

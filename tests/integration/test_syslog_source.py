@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import stat
+import subprocess
 import threading
 import time
 import uuid
@@ -144,13 +145,14 @@ def rsyslogd(receiver, tmp_path_factory):
         daemon.stop()
 
 
-def assert_sshd_failure(event: LogEvent, text: str, pid: int | str, sshd_filter) -> None:
+def assert_sshd_failure(event: LogEvent, text: str, pid: int | str, sshd_filter, trusted: bool | None = True) -> None:
     assert event.source == "syslog"
     assert event.message == text
     assert event.fields["SYSLOG_IDENTIFIER"] == "sshd"
     assert event.fields["SYSLOG_PID"] == str(pid)
     assert event.fields["_SOURCE_ADDRESS"] == "127.0.0.1"
-    assert event.trusted
+    if trusted is not None:
+        assert event.trusted is trusted
     assert abs(event.time - time.time()) < DEADLINE
     failure = sshd_filter.match(event)
     assert failure is not None and str(failure.address) == "203.0.113.77"
@@ -174,7 +176,10 @@ def test_logger_message_arrives_with_program_pid_host_and_message(options, recei
     text = failed(marker())
     pid = run_logger("--server", "127.0.0.1", "--port", str(receiver.port), *options, "-t", "sshd", "-i", text)
     event = receiver.wait_for_message(text)
-    assert_sshd_failure(event, text, pid, sshd_filter)
+    # A local sender is trusted when its socket is root's. Over TCP the socket lives as long as
+    # the connection; logger's UDP socket may be closed before its datagram is read, and then
+    # the sender is unknown and untrusted (the safe side), so either answer is right for UDP.
+    assert_sshd_failure(event, text, pid, sshd_filter, trusted=None if "--udp" in options else os.geteuid() == 0)
     assert event.fields["_HOSTNAME"] in (HOSTNAME, socket.getfqdn())
 
 
@@ -388,7 +393,16 @@ def test_start_names_the_address_and_the_os_error_when_it_cannot_bind():
         asyncio.run(SyslogSource(syslog_config(f"udp://192.0.2.1:{port}"), print).start())
 
 
-def test_agent_bans_from_forwarded_syslog_and_ignores_senders_outside_allow(tmp_path):
+def test_an_unprivileged_local_user_is_not_a_trusted_sender(receiver, unprivileged_user):
+    for transport in ("--tcp", "--udp"):
+        text = failed(marker())
+        subprocess.run(["runuser", "-u", unprivileged_user.name, "--", "logger", "--server", "127.0.0.1",
+                        "--port", str(receiver.port), transport, "-t", "sshd", text], check=True, timeout=DEADLINE)
+        event = receiver.wait_for_message(text)
+        assert event.fields["SYSLOG_IDENTIFIER"] == "sshd" and not event.trusted
+
+
+def test_agent_bans_from_forwarded_syslog_but_not_from_users_or_outsiders(tmp_path, unprivileged_user):
     port = free_port()
     config = f"""
 [agent]
@@ -406,8 +420,14 @@ maxretry = 2
         outsider = b"<38>Nov 24 14:00:00 web1 sshd[1]: Failed password for root from 198.51.100.99 port 1 ssh2"
         for _ in range(3):
             send_datagram(port, outsider, source="127.0.0.2")
-        for transport in ("--udp", "--tcp"):
-            run_logger("--server", "127.0.0.1", "--port", str(port), transport, "--rfc5424", "-t", "sshd",
+        forged = "Failed password for root from 198.51.100.98 port 4242 ssh2"
+        for transport in ("--tcp", "--udp", "--tcp"):
+            subprocess.run(["runuser", "-u", unprivileged_user.name, "--", "logger", "--server", "127.0.0.1",
+                            "--port", str(port), transport, "-t", "sshd", forged], check=True, timeout=DEADLINE)
+        agent.wait_for(r"not counting a failure from 198\.51\.100\.98: its sender is not trusted", count=3)
+        for _ in range(2):  # root's logger over TCP, as rsyslogd forwards
+            run_logger("--server", "127.0.0.1", "--port", str(port), "--tcp", "--rfc5424", "-t", "sshd",
                        "Failed password for root from 203.0.113.78 port 4242 ssh2")
         agent.wait_for(r"jail sshd: ban 203\.0\.113\.78 for 1h")
         assert agent.matching(r"198\.51\.100\.99") == []
+        assert agent.matching(r"ban 198\.51\.100\.98") == []

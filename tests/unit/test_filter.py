@@ -139,11 +139,11 @@ def test_syslog_identity_is_the_tag() -> None:
 
 
 def test_journal_identity_uses_only_the_fields_the_filter_names() -> None:
-    flt = filter_from_dict({"journal": {"_EXE": ["/usr/sbin/app"]}, "failregex": ["fail from <HOST>$"]},
-                           file="t", name="t")
+    flt = filter_from_dict({"journal": {"_EXE": ["/usr/sbin/app"], "_UID": ["0"]},
+                            "failregex": ["fail from <HOST>$"]}, file="t", name="t")
     forged = LogEvent(1.0, "journal", "fail from 203.0.113.5",
                       {"SYSLOG_IDENTIFIER": "app", "_COMM": "app", "_EXE": "/home/u/app"}, True)
-    real = LogEvent(1.0, "journal", "fail from 203.0.113.5", {"_EXE": "/usr/sbin/app"}, True)
+    real = LogEvent(1.0, "journal", "fail from 203.0.113.5", {"_EXE": "/usr/sbin/app", "_UID": "0"}, True)
     assert flt.match(forged) is None
     assert flt.match(real) is not None
 
@@ -161,18 +161,29 @@ def test_journal_fields_of_one_table_must_all_match() -> None:
 
 
 def test_journal_tables_in_an_array_are_alternatives() -> None:
-    flt = filter_from_dict({"journal": [{"_SYSTEMD_UNIT": ["app.service"]}, {"_EXE": ["/usr/sbin/app"]}],
+    flt = filter_from_dict({"journal": [{"_SYSTEMD_UNIT": ["app.service"], "_UID": ["33"]},
+                                        {"_EXE": ["/usr/sbin/app"], "_UID": ["0"]}],
                             "failregex": ["fail from <HOST>$"]}, file="t", name="t")
-    assert flt.identify(journal_event({"_SYSTEMD_UNIT": "app.service"})) is True
-    assert flt.identify(journal_event({"_EXE": "/usr/sbin/app"})) is True
+    assert flt.identify(journal_event({"_SYSTEMD_UNIT": "app.service", "_UID": "33"})) is True
+    assert flt.identify(journal_event({"_EXE": "/usr/sbin/app", "_UID": "0"})) is True
     assert flt.identify(journal_event({"_COMM": "app"})) is None
+
+
+def test_an_entry_matching_a_trusted_alternative_is_trusted_whatever_else_it_matches() -> None:
+    flt = filter_from_dict({"journal": [{"_COMM": ["app"]}, {"_EXE": ["/usr/sbin/app"], "_UID": ["0"]}],
+                            "failregex": ["fail from <HOST>$"]}, file="t", name="t")
+    assert flt.identify(journal_event({"_COMM": "app", "_EXE": "/usr/sbin/app", "_UID": "0"})) is True
+    assert flt.identify(journal_event({"_COMM": "app", "_EXE": "/home/u/app", "_UID": "1000"})) is False
 
 
 @pytest.mark.parametrize("journal,fields,trusted", [
     ({"_COMM": ["app"]}, {"_COMM": "app"}, False),  # prctl(PR_SET_NAME) renames any process
     ({"SYSLOG_IDENTIFIER": ["app"]}, {"SYSLOG_IDENTIFIER": "app"}, False),
     ({"SYSLOG_IDENTIFIER": ["app"], "_UID": ["0"]}, {"SYSLOG_IDENTIFIER": "app", "_UID": "0"}, True),
-    ({"_SYSTEMD_UNIT": ["app.service"]}, {"_SYSTEMD_UNIT": "app.service"}, True),
+    # Any user may run the binary; a user's login may stay in the service's cgroup.
+    ({"_EXE": ["/usr/sbin/app"]}, {"_EXE": "/usr/sbin/app"}, False),
+    ({"_SYSTEMD_UNIT": ["app.service"]}, {"_SYSTEMD_UNIT": "app.service"}, False),
+    ({"_SYSTEMD_UNIT": ["app.service"], "_UID": ["33"]}, {"_SYSTEMD_UNIT": "app.service", "_UID": "33"}, True),
 ])
 def test_identity_is_trusted_only_from_fields_the_writer_cannot_forge(journal, fields, trusted) -> None:
     flt = filter_from_dict({"journal": journal, "failregex": ["fail from <HOST>$"]}, file="t", name="t")

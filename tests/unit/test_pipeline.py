@@ -2,6 +2,7 @@
 
 import ipaddress
 
+from agent.addresses import AddressSet
 from agent.bans import BanBook, BanPolicy
 from agent.events import LogEvent
 from agent.jail import Jail
@@ -80,3 +81,9 @@ def test_unrelated_and_stale_entries():
     # Loopback is never banned, even by a jail whose ignore list is empty.
     assert [o.kind for o in pipe.handle(syslog(message="fail from 127.0.0.1"), 1000.0)] == ["ignored"]
     assert [o.kind for o in pipe.handle(syslog(message="fail from ::1"), 1000.0)] == ["ignored"]
+
+
+def test_the_hosts_own_addresses_are_never_banned():
+    pipe = pipeline(("app", make_filter(), 1))
+    pipe.protected = AddressSet([ATTACKER])
+    assert [o.kind for o in pipe.handle(syslog(), 1000.0)] == ["ignored"]

@@ -21,11 +21,11 @@ def test_windows_survive_a_restart_exactly(tmp_path):
     jail = Jail("app", maxretry=3, findtime=600)
     fail(jail, 1000.0)
     fail(jail, 1010.0)
-    state.save(tmp_path / "c.json", state.Checkpoint.of(Position("s=1;i=2", 1010.0), {"app": jail}))
+    state.save(tmp_path / "c.json", state.Checkpoint.of(Position("s=1;i=2", 1010_000_000), {"app": jail}))
 
     fresh = Jail("app", maxretry=3, findtime=600)
     checkpoint = state.load(tmp_path / "c.json")
-    assert checkpoint.journal == Position("s=1;i=2", 1010.0)
+    assert checkpoint.journal == Position("s=1;i=2", 1010_000_000)
     assert checkpoint.restore({"app": fresh, }, now=1020.0) == 1
     assert fail(fresh, 1020.0) is not None  # the third failure, counting the two saved
 
@@ -44,7 +44,8 @@ def test_missing_file_is_a_first_start(tmp_path):
     assert state.load(tmp_path / "none.json") is None
 
 
-@pytest.mark.parametrize("text", ["", "{", '{"format": 99}', '{"format": 1, "journal": {"cursor": "x"}}'])
+@pytest.mark.parametrize("text", ["", "{", '{"format": 99}', '{"format": 1, "journal": {"cursor": "x"}}',
+                                  '{"format": 1, "windows": {"sshd": {"not-an-address": [1.0]}}}'])
 def test_damaged_file_is_a_clear_error(tmp_path, text):
     path = tmp_path / "c.json"
     path.write_text(text)
@@ -54,7 +55,7 @@ def test_damaged_file_is_a_clear_error(tmp_path, text):
 
 def test_save_replaces_the_file_whole(tmp_path):
     path = tmp_path / "sub" / "c.json"
-    state.save(path, state.Checkpoint(Position("a", 1.0)))
-    state.save(path, state.Checkpoint(Position("b", 2.0)))
-    assert json.loads(path.read_text())["journal"] == {"cursor": "b", "time": 2.0}
+    state.save(path, state.Checkpoint(Position("a", 1_000_000)))
+    state.save(path, state.Checkpoint(Position("b", 2_000_000)))
+    assert json.loads(path.read_text())["journal"] == {"cursor": "b", "usec": 2_000_000}
     assert [p.name for p in path.parent.iterdir()] == ["c.json"]

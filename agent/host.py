@@ -1,0 +1,27 @@
+"""This host's own addresses, read from the kernel over netlink: they are never banned, and a
+syslog sender using one of them is a local process."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from agent.addresses import Address, normalise
+
+
+def own_addresses() -> set[Address]:
+    """Every address of every interface (raises OSError when netlink is refused).
+
+    Blocking, and not callable from inside a running asyncio loop (pyroute2 0.9 runs a loop
+    of its own): from async code, use `asyncio.to_thread(own_addresses)`."""
+    from pyroute2 import IPRoute
+
+    addresses: set[Address] = set()
+    with IPRoute() as ipr:
+        for message in ipr.get_addr():
+            # On point-to-point links IFA_ADDRESS is the peer's and IFA_LOCAL ours; elsewhere
+            # both are ours. Taking both protects the peer too, which errs on the safe side.
+            for name in ("IFA_LOCAL", "IFA_ADDRESS"):
+                value = message.get_attr(name)
+                if value:
+                    addresses.add(normalise(ipaddress.ip_address(value.split("%")[0])))
+    return addresses
