@@ -5,6 +5,7 @@ restart lose nothing and count nothing twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ from agent.config import JournalConfig
 from agent.sources.journal import JournalSource, Position
 
 from .agent import AgentProcess, journal_config
+from .rsyslog import free_port
 
 EXE = os.path.realpath(sys.executable)  # journald's _EXE for entries this test process sends
 
@@ -183,3 +185,25 @@ def test_an_entry_is_seen_sooner_than_journalds_own_notification(journal_namespa
         _read_with_source(journal_namespace, [{"JW_KIND": ["wanted"]}], send, arrived)
     delays = sorted(b - a for a, b in zip(sent, seen, strict=True))
     assert delays[2] < 0.25, delays
+
+
+def test_a_journal_that_cannot_be_opened_keeps_the_saved_position(tmp_path):
+    # Otherwise the next start would read findtime of history again on top of the restored
+    # windows, counting those failures twice.
+    state = tmp_path / "state"
+    state.mkdir()
+    saved = {"format": 1, "journal": {"cursor": "s=abc;i=1", "usec": 1_000_000}, "windows": {}}
+    (state / "checkpoint.json").write_text(json.dumps(saved))
+    config = f"""
+[agent]
+state_dir = "{state}"
+[sources.journal]
+path = "{tmp_path}/no-such-journal"
+[sources.syslog]
+listen = ["udp://127.0.0.1:{free_port()}"]
+[jails.sshd]
+filter = "sshd"
+"""
+    with AgentProcess(tmp_path, config) as agent:
+        agent.wait_for(r"journal: cannot read directory .*no-such-journal: no such directory")
+    assert json.loads((state / "checkpoint.json").read_text())["journal"] == saved["journal"]
