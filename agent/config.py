@@ -83,8 +83,10 @@ class JournalConfig:
     enabled: bool = True
     namespace: str | None = None  # a journald namespace (journald@NAME) instead of the system journal
     path: Path | None = None  # a directory of journal files instead (a container's, a test's)
-    # journald announces new entries up to ~0.5 s late; the reader also checks this often.
-    poll_interval: float = 0.01
+    # journald announces new entries up to ~0.5 s late; the reader also checks this often. 20 ms:
+    # an entry reaches the jail in ~11 ms (median), ~21 ms at worst, for ~0.65% of a core idle;
+    # 10 ms halves the delay for ~1.2% (tests/bench/bench_journal.py).
+    poll_interval: float = 0.02
 
 
 @dataclass(slots=True, frozen=True)
