@@ -44,6 +44,8 @@ from pathlib import Path
 
 from systemd import journal
 
+from .polling import wait_until
+
 JOURNALD = "/lib/systemd/systemd-journald"
 _FIELD_NAME = re.compile(r"[A-Z0-9][A-Z0-9_]*\Z")
 _POLL = 0.005
@@ -97,17 +99,6 @@ def encode_entry(message: str | bytes, fields: dict[str, object]) -> bytes:
         else:
             datagram += name.encode() + b"=" + data + b"\n"
     return bytes(datagram)
-
-
-def _wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(_POLL)
 
 
 def _machine_id() -> str:
@@ -207,8 +198,8 @@ class JournalNamespace:
             self.process = subprocess.Popen(
                 [JOURNALD, self.name], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
-        self._keepalive = _wait_until(self._connect_stream, timeout, f"journald {self.name} to accept a stream")
-        _wait_until(lambda: (self.path / "system.journal").exists(), timeout, f"{self.path}/system.journal")
+        self._keepalive = wait_until(self._connect_stream, f"journald {self.name} to accept a stream", timeout)
+        wait_until(lambda: (self.path / "system.journal").exists(), f"{self.path}/system.journal", timeout)
 
     def _connect_stream(self) -> socket.socket | None:
         if self.process.poll() is not None:
@@ -351,7 +342,7 @@ class JournalNamespace:
         subprocess.run(
             ["journalctl", f"--namespace={self.name}", "--rotate"], check=True, capture_output=True, timeout=timeout
         )
-        _wait_until(lambda: set(self.archived_files()) - before, timeout, f"an archived file in {self.path}")
+        wait_until(lambda: set(self.archived_files()) - before, f"an archived file in {self.path}", timeout)
 
     def vacuum(self, timeout: float = 10.0) -> None:
         """Delete every archived file of this namespace (the active file stays), so entries
@@ -362,7 +353,7 @@ class JournalNamespace:
             capture_output=True,
             timeout=timeout,
         )
-        _wait_until(lambda: not self.archived_files(), timeout, f"archived files in {self.path} to go")
+        wait_until(lambda: not self.archived_files(), f"archived files in {self.path} to go", timeout)
 
 
 def _matches(match: Match, entry: Entry) -> bool:

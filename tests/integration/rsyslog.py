@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,20 +21,9 @@ from agent.config_values import listen as parse_listen
 from agent.events import LogEvent
 from agent.sources.syslog import SyslogSource
 
+from .polling import DEADLINE, wait_until
+
 T = TypeVar("T")
-DEADLINE = 10.0  # seconds any one expected thing may take before the test fails
-
-
-def wait_until(condition: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll `condition` until it returns something true; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

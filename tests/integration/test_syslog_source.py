@@ -26,7 +26,8 @@ from agent.sources.syslog import SyslogSource
 from parsers.filterfile import find_filter, load_filter
 
 from .agent import AgentProcess
-from .rsyslog import DEADLINE, Rsyslogd, RunningSource, free_port, run_logger, syslog_config, wait_until
+from .polling import DEADLINE, wait_until
+from .rsyslog import Rsyslogd, RunningSource, free_port, run_logger, syslog_config
 
 FAILED = "Failed password for root from 203.0.113.77 port 4242 ssh2"
 HOSTNAME = socket.gethostname()
