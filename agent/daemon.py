@@ -73,7 +73,7 @@ class Agent:
         # source that failed to start does not make the next start read history twice.
         self._saved_position = None
         self._dirty = False
-        self._saving = False
+        self._saving: asyncio.Future | None = None  # the periodic save running in a thread
         self._stopping: asyncio.Event | None = None
 
     async def _protect_own_addresses(self) -> None:
@@ -145,6 +145,8 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._saving is not None:  # a save in its thread outlives its cancelled task: let it finish first
+            await asyncio.gather(self._saving, return_exceptions=True)
         for source in self.sources:
             await source.stop()
         self._save(self._checkpoint())
@@ -196,7 +198,8 @@ class Agent:
                 # fsync, which take long with many windows, run in a thread.
                 checkpoint = self._checkpoint()
                 self._dirty = False
-                if await asyncio.to_thread(self._save, checkpoint):
+                self._saving = asyncio.ensure_future(asyncio.to_thread(self._save, checkpoint))
+                if await asyncio.shield(self._saving):
                     last_position = position
                 else:
                     self._dirty = True
