@@ -78,9 +78,14 @@ class Agent:
 
     async def _protect_own_addresses(self) -> None:
         try:
-            self.pipeline.protected = AddressSet(await asyncio.to_thread(own_addresses))
-        except OSError as error:  # netlink refused (a locked-down container): loopback stays protected
+            addresses = await asyncio.to_thread(own_addresses)
+        except Exception as error:  # netlink refused (a locked-down container): loopback stays protected
             log.error("cannot list this host's addresses to protect them from bans: %s", error)
+            return
+        self.pipeline.protected = AddressSet(addresses)
+        for source in self.sources:
+            if source.name == "syslog":  # its senders from these addresses are local processes
+                source.local_senders.own = frozenset(addresses)
 
     def handle(self, event: LogEvent) -> None:
         """The sink every source delivers to."""
@@ -102,7 +107,8 @@ class Agent:
         elif outcome.kind == "counted":
             log.info("%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
         elif outcome.kind == "untrusted":
-            why = ("its sender is not trusted (see [sources.syslog] trust)" if event.source == "syslog"
+            why = ("its sender is not trusted (a local process whose open TCP socket is not owned by one of "
+                   "[sources.syslog] trusted_uids, or trust = false)" if event.source == "syslog"
                    else "the fields that identify its program can be written by any local user")
             log.warning("%s not counting a failure from %s: %s", where, failure.address, why)
         elif outcome.kind == "ignored":
@@ -144,7 +150,9 @@ class Agent:
         log.info("stopping")
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):
+                log.error("%s had failed: %r", task.get_coro().__name__, result)
         if self._saving is not None:  # a save in its thread outlives its cancelled task: let it finish first
             await asyncio.gather(self._saving, return_exceptions=True)
         for source in self.sources:

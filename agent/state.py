@@ -16,7 +16,7 @@ from agent.sources.journal import Position
 
 log = logging.getLogger("jailwarden.state")
 
-FORMAT = 1
+FORMAT = 2  # 2: the journal position in whole microseconds
 
 
 class StateError(Exception):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from agent import state as state_module
 from agent.config import JournalConfig
 from agent.sources.journal import JournalSource, Position
 
@@ -192,7 +193,7 @@ def test_a_journal_that_cannot_be_opened_keeps_the_saved_position(tmp_path):
     # windows, counting those failures twice.
     state = tmp_path / "state"
     state.mkdir()
-    saved = {"format": 1, "journal": {"cursor": "s=abc;i=1", "usec": 1_000_000}, "windows": {}}
+    saved = {"format": state_module.FORMAT, "journal": {"cursor": "s=abc;i=1", "usec": 1_000_000}, "windows": {}}
     (state / "checkpoint.json").write_text(json.dumps(saved))
     config = f"""
 [agent]

@@ -164,7 +164,9 @@ def test_rsyslog_forwarded_line_arrives_with_program_pid_host_and_message(route,
     text = failed(f"via-{route}-{marker()}")
     pid = rsyslogd.log(text)
     event = receiver.wait_for_message(text)
-    assert_sshd_failure(event, text, pid, sshd_filter)
+    # rsyslogd (root) keeps its TCP connection open, so the kernel vouches for it; local UDP
+    # is never trusted.
+    assert_sshd_failure(event, text, pid, sshd_filter, trusted=route != "udp" and os.geteuid() == 0)
     assert event.fields["_HOSTNAME"] == HOSTNAME
     assert event.fields["SYSLOG_FACILITY"] == "1" and event.fields["PRIORITY"] == "5"  # logger's user.notice
 
@@ -177,10 +179,9 @@ def test_logger_message_arrives_with_program_pid_host_and_message(options, recei
     text = failed(marker())
     pid = run_logger("--server", "127.0.0.1", "--port", str(receiver.port), *options, "-t", "sshd", "-i", text)
     event = receiver.wait_for_message(text)
-    # A local sender is trusted when its socket is root's. Over TCP the socket lives as long as
-    # the connection; logger's UDP socket may be closed before its datagram is read, and then
-    # the sender is unknown and untrusted (the safe side), so either answer is right for UDP.
-    assert_sshd_failure(event, text, pid, sshd_filter, trusted=None if "--udp" in options else os.geteuid() == 0)
+    # logger exits right after sending: whether its TCP socket is still open when the
+    # connection is accepted (trusted if it is root's) or already closed (untrusted) is a race.
+    assert_sshd_failure(event, text, pid, sshd_filter, trusted=None)
     assert event.fields["_HOSTNAME"] in (HOSTNAME, socket.getfqdn())
 
 
@@ -426,9 +427,12 @@ maxretry = 2
             subprocess.run(["runuser", "-u", unprivileged_user.name, "--", "logger", "--server", "127.0.0.1",
                             "--port", str(port), transport, "-t", "sshd", forged], check=True, timeout=DEADLINE)
         agent.wait_for(r"not counting a failure from 198\.51\.100\.98: its sender is not trusted", count=3)
-        for _ in range(2):  # root's logger over TCP, as rsyslogd forwards
-            run_logger("--server", "127.0.0.1", "--port", str(port), "--tcp", "--rfc5424", "-t", "sshd",
-                       "Failed password for root from 203.0.113.78 port 4242 ssh2")
-        agent.wait_for(r"jail sshd: ban 203\.0\.113\.78 for 1h")
+        # Root's forwarder: one TCP connection kept open, octet-counted, as rsyslogd forwards.
+        with tcp_connect(port) as forwarder:
+            for _ in range(2):
+                message = b"<38>1 2026-11-25T12:00:00Z web1 sshd 4711 - - " \
+                          b"Failed password for root from 203.0.113.78 port 4242 ssh2"
+                forwarder.sendall(b"%d %s" % (len(message), message))
+            agent.wait_for(r"jail sshd: ban 203\.0\.113\.78 for 1h")
         assert agent.matching(r"198\.51\.100\.99") == []
         assert agent.matching(r"ban 198\.51\.100\.98") == []

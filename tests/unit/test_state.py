@@ -44,8 +44,8 @@ def test_missing_file_is_a_first_start(tmp_path):
     assert state.load(tmp_path / "none.json") is None
 
 
-@pytest.mark.parametrize("text", ["", "{", '{"format": 99}', '{"format": 1, "journal": {"cursor": "x"}}',
-                                  '{"format": 1, "windows": {"sshd": {"not-an-address": [1.0]}}}'])
+@pytest.mark.parametrize("text", ["", "{", '{"format": 99}', '{"format": 2, "journal": {"cursor": "x"}}',
+                                  '{"format": 2, "windows": {"sshd": {"not-an-address": [1.0]}}}'])
 def test_damaged_file_is_a_clear_error(tmp_path, text):
     path = tmp_path / "c.json"
     path.write_text(text)
