@@ -1,0 +1,74 @@
+"""Network namespaces for firewall tests: every firewall change happens inside a namespace the
+test created, never in the root namespace, and the namespace is deleted afterwards.
+
+`NetworkNamespace.python(code)` runs Python code inside the namespace (a child process under
+`ip netns exec`, since python-iptables and libnftables act on the namespace of the process
+that calls them) and returns what the code printed as JSON on its last line. `run(*argv)` runs
+a command there, such as `ipset list` or `nft -j list ruleset`, to read the kernel's own view.
+`Link` joins two namespaces with a veth pair for tests that send real packets.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class NetworkNamespace:
+    def __init__(self, prefix: str = "jwfw") -> None:
+        self.name = f"{prefix}-{secrets.token_hex(3)}"
+        self.created = False
+
+    def __enter__(self) -> NetworkNamespace:
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        self.created = True
+        self.run("ip", "link", "set", "lo", "up")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.created:
+            # Kill what still runs inside (listeners of packet tests), then the namespace.
+            pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                subprocess.run(["kill", "-9", pid], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+            self.created = False
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+    def python(self, code: str, timeout: float = 60):
+        """Run `code` in the namespace with the repository importable; returns the JSON value on
+        the last line it printed (None if it printed nothing). Raises with its stderr on failure."""
+        result = self.run(sys.executable, "-c", code, check=False, timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(f"code in namespace {self.name} failed ({result.returncode}):\n{result.stderr}")
+        lines = result.stdout.strip().splitlines()
+        return json.loads(lines[-1]) if lines else None
+
+    def popen(self, *argv: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+
+
+class Link:
+    """A veth pair between namespaces `a` and `b`, with 10.251.X.1/24 + fd00:251:X::1/64 on `a`
+    and .2 / ::2 on `b` (X random)."""
+
+    def __init__(self, a: NetworkNamespace, b: NetworkNamespace) -> None:
+        subnet = 1 + secrets.randbelow(254)
+        self.a, self.b = a, b
+        self.a4, self.b4 = f"10.251.{subnet}.1", f"10.251.{subnet}.2"
+        self.a6, self.b6 = f"fd00:251:{subnet:x}::1", f"fd00:251:{subnet:x}::2"
+        tag = secrets.token_hex(3)
+        subprocess.run(["ip", "link", "add", f"jwa{tag}", "netns", a.name, "type", "veth", "peer", "name",
+                        f"jwb{tag}", "netns", b.name], check=True, capture_output=True)
+        for ns, link, v4, v6 in ((a, f"jwa{tag}", self.a4, self.a6), (b, f"jwb{tag}", self.b4, self.b6)):
+            ns.run("ip", "addr", "add", f"{v4}/24", "dev", link)
+            ns.run("ip", "-6", "addr", "add", f"{v6}/64", "dev", link, "nodad")
+            ns.run("ip", "link", "set", link, "up")
