@@ -46,7 +46,8 @@ class NetworkNamespace:
     def python(self, code: str, timeout: float = 60):
         """Run `code` in the namespace with the repository importable; returns the JSON value on
         the last line it printed (None if it printed nothing). Raises with its stderr on failure."""
-        result = self.run(sys.executable, "-c", code, check=False, timeout=timeout)
+        prelude = f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        result = self.run(sys.executable, "-c", prelude + code, check=False, timeout=timeout)
         if result.returncode != 0:
             raise AssertionError(f"code in namespace {self.name} failed ({result.returncode}):\n{result.stderr}")
         lines = result.stdout.strip().splitlines()
