@@ -20,6 +20,7 @@ from agent.bans import WEEK, BanPolicy, BantimeIncrement
 from agent.config_values import (
     ListenAddress,
     absolute_path,
+    FIREWALL_OPTIONS,
     backend,
     boolean,
     byte_size,
@@ -30,7 +31,9 @@ from agent.config_values import (
     network,
     nonempty_text,
     parse_duration,
+    choice,
     poll_interval,
+    port,
     positive_int,
     uid,
 )
@@ -132,6 +135,9 @@ class JailConfig:
     backend: str = "ipset"
     # Count only lines whose program identity cannot be forged by a local user (see LogEvent.trusted).
     require_trusted: bool = True
+    # Ban only these destination ports (empty: all traffic), where the backend can scope.
+    ports: tuple[int, ...] = ()
+    protocol: str = "tcp"
 
     @property
     def policy(self) -> BanPolicy:
@@ -144,6 +150,7 @@ class Config:
     sources: SourcesConfig
     jails: dict[str, JailConfig]  # every jail, enabled or not, in the order first defined
     files: tuple[Path, ...]  # the files read, main file first
+    firewall: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> its options
 
 
 def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None,
@@ -229,7 +236,7 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
 _AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
-    "require_trusted",
+    "require_trusted", "ports", "protocol",
 )  # fmt: skip
 _JOURNAL_KEYS = ("enabled", "namespace", "path", "poll_interval")
 _SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "trusted_uids", "max_message", "max_connections", "idle_timeout",
@@ -246,7 +253,7 @@ class _Checker:
         self.errors: list[ConfigError] = []
 
     def config(self, document: dict, files: tuple[Path, ...]) -> Config:
-        self.table(document, (), ("agent", "sources", "jails"))
+        self.table(document, (), ("agent", "sources", "firewall", "jails"))
         agent = AgentConfig(**self.agent(self.table(document.get("agent", {}), ("agent",), _AGENT_KEYS)))
         sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
         journal = self.table(sources.get("journal", {}), ("sources", "journal"), _JOURNAL_KEYS)
@@ -273,7 +280,15 @@ class _Checker:
             ),
             jails={name: self.jail(name, jail, agent, jails) for name, jail in jails.items()},
             files=files,
+            firewall=self.firewall(self.table(document.get("firewall", {}), ("firewall",), tuple(FIREWALL_OPTIONS))),
         )
+
+    def firewall(self, table: dict) -> dict[str, dict[str, Any]]:
+        options = {}
+        for name, converters in FIREWALL_OPTIONS.items():
+            path = ("firewall", name)
+            options[name] = self.read(self.table(table.get(name, {}), path, tuple(converters)), path, converters)
+        return options
 
     def agent(self, table: dict) -> dict[str, Any]:
         converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend}
@@ -297,8 +312,10 @@ class _Checker:
                 "bantime": lambda value: parse_duration(value, permanent=True),
                 "backend": backend,
                 "require_trusted": boolean,
+                "protocol": choice("tcp", "udp"),
             },
         )
+        values |= self.read_lists(table, path, {"ports": port})
         own_ignore = self.read_lists(table, path, {"ignore": network}).get("ignore", ())
         values["ignore"] = tuple(dict.fromkeys(agent.ignore + own_ignore))
         values.setdefault("backend", agent.backend)

@@ -191,3 +191,37 @@ def uid(value: object) -> int:
     if not 0 <= value < 2**32 - 1:
         raise ValueError(f"a uid is from 0 to 4294967294, got {value}")
     return value
+
+
+def port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {describe(value)}")
+    return value
+
+
+def choice(*allowed: str):
+    """A converter accepting one of `allowed` strings."""
+    def convert(value: object) -> str:
+        text = nonempty_text(value)
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(repr, allowed))}, got {text!r}")
+        return text
+    return convert
+
+
+def nft_priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1000 <= value <= 1000:
+        raise ValueError(f"expected a hook priority from -1000 to 1000, got {describe(value)}")
+    return value
+
+
+# Each backend's options in [firewall.NAME], with their converters; the backend's constructor
+# takes them as keyword arguments (firewall/*.py). Per-jail `ports` and `protocol` are added there.
+FIREWALL_OPTIONS = {
+    "ipset": {"chain": nonempty_text, "action": choice("drop", "reject")},
+    "nftables": {"priority": nft_priority, "action": choice("drop", "reject")},
+    "iptables": {"chain": nonempty_text, "action": choice("drop", "reject")},
+    "route": {"kind": choice("blackhole", "unreachable", "prohibit")},
+    "hostsdeny": {"path": absolute_path, "daemons": nonempty_text},
+    "log": {},
+}

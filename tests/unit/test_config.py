@@ -163,6 +163,10 @@ def test_a_jail_d_file_can_switch_off_the_increment(tmp_path):
         ("[sources.file]\nenabled = true\n", "sources.file", "unknown key"),
         ('[sources.journal]\nenabled = "yes"\n', "sources.journal.enabled", "true or false, got string 'yes'"),
         ('[sources.syslog]\nlisten = ["http://127.0.0.1:514"]\n', r"sources.syslog.listen\[0\]", "udp://, tcp:// or unix://"),
+        ('[firewall.nftables]\npriority = 5000\n', "firewall.nftables.priority", "from -1000 to 1000"),
+        ('[firewall.ipset]\ntable = "nat"\n', "firewall.ipset.table", "unknown key"),
+        ('[jails.sshd]\nfilter = "sshd"\nports = [22, 70000]\n', r"jails.sshd.ports\[1\]", "from 1 to 65535"),
+        ('[jails.sshd]\nfilter = "sshd"\nprotocol = "sctp"\n', "jails.sshd.protocol", "'tcp', 'udp'"),
         ('[sources.syslog]\nlisten = ["udp://127.0.0.1:0"]\n', r"sources.syslog.listen\[0\]", "port from 1 to 65535"),
         ('[sources.syslog]\nlisten = ["udp://127.0.0.1:70000"]\n', r"sources.syslog.listen\[0\]",
          "port from 1 to 65535"),
@@ -302,3 +306,12 @@ def test_permanent_is_accepted_only_where_asked_for():
     assert parse_duration(-1, permanent=True) == math.inf
     with pytest.raises(ValueError, match='"permanent"'):
         parse_duration(-2, permanent=True)
+
+
+def test_firewall_options_and_port_scoping_are_read(tmp_path):
+    config = load_config(write(tmp_path / "jailwarden.toml",
+                               '[firewall.ipset]\nchain = "DOCKER-USER"\naction = "reject"\n'
+                               '[jails.sshd]\nfilter = "sshd"\nports = [22, 2222]\n'))
+    assert config.firewall["ipset"] == {"chain": "DOCKER-USER", "action": "reject"}
+    assert config.firewall["route"] == {}
+    assert (config.jails["sshd"].ports, config.jails["sshd"].protocol) == ((22, 2222), "tcp")
