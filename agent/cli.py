@@ -206,10 +206,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     # Debug output of libraries (pyroute2 dumps every netlink message) is not the agent's.
     logging.getLogger("jailwarden").setLevel(getattr(logging, args.log_level.upper()))
-    if not args.dry_run:
-        print("jailwarden: the firewall backends do not exist yet; run with --dry-run, which logs each "
-              "failure and ban decision without touching the firewall", file=sys.stderr)
-        return 2
     path = Path(args.config)
     try:
         config = load_config(path)
@@ -219,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"jailwarden: not starting: {len(errors.errors)} problem(s) in the configuration "
               f"(`jailwarden check-config --config {path}` lists them)", file=sys.stderr)
         return 1
-    agent = Agent(config, filter_dir=path.parent / "filter.d", dry_run=True)
+    agent = Agent(config, filter_dir=path.parent / "filter.d", dry_run=args.dry_run)
     return asyncio.run(agent.run())
 
 
@@ -263,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the jails and decide bans. Stops on SIGTERM or SIGINT, saving its position.")
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"main config file (default {DEFAULT_CONFIG})")
     run.add_argument("--dry-run", action="store_true",
-                     help="log each failure and ban decision; change no firewall (the only mode for now)")
+                     help="log each failure and ban decision; change no firewall")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=cmd_run)
     return parser

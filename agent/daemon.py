@@ -1,10 +1,11 @@
-"""The agent process: config -> sources -> pipeline on one asyncio loop, with the checkpoint
-saved as it goes. Until the firewall backends exist it runs in dry-run mode only: each
-failure and each ban decision is logged, nothing touches the kernel."""
+"""The agent process: config -> sources -> pipeline -> firewall backends on one asyncio loop,
+with the checkpoint saved as it goes. In dry-run mode each failure and each ban decision is
+logged and nothing touches the kernel."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import time
@@ -13,8 +14,9 @@ from pathlib import Path
 from agent import state
 from agent.addresses import AddressSet
 from agent.host import own_addresses
-from agent.bans import BanBook
+from agent.bans import Ban, BanBook
 from agent.config import Config
+from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
 from agent.jail import Jail
 from agent.pipeline import JailSetup, Outcome, Pipeline
@@ -75,6 +77,11 @@ class Agent:
         self._dirty = False
         self._saving: asyncio.Future | None = None  # the periodic save running in a thread
         self._stopping: asyncio.Event | None = None
+        self.enforcer: Enforcer | None = None
+        if not dry_run:
+            backends, problems = build_backends(config, list(self.pipeline.jails))
+            self.problems += problems
+            self.enforcer = Enforcer(backends)
 
     async def _protect_own_addresses(self) -> None:
         try:
@@ -100,6 +107,8 @@ class Agent:
         where = f"jail {outcome.jail}:"
         if outcome.kind == "banned":
             ban = outcome.ban
+            if self.enforcer is not None:
+                self.enforcer.ban(ban.jail, ban.address, ban.end)
             length = "permanently" if ban.permanent else f"for {_duration(ban.end - ban.start)}"
             mode = " [dry run: no firewall change]" if self.dry_run else ""
             log.warning("%s ban %s %s (offence %d; reason: %s)%s", where, ban.address, length, ban.offence,
@@ -138,6 +147,8 @@ class Agent:
             self._saved_position = checkpoint.journal
             restored = checkpoint.restore({name: s.jail for name, s in self.pipeline.jails.items()}, now)
             log.info("restored %d failure windows from %s", restored, self.state_path)
+        if self.enforcer is not None:
+            self._adopt(await self.enforcer.start(), now)
         await self._start_sources(checkpoint, now)
         if not self.sources:
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
@@ -157,8 +168,25 @@ class Agent:
             await asyncio.gather(self._saving, return_exceptions=True)
         for source in self.sources:
             await source.stop()
+        if self.enforcer is not None:
+            await self.enforcer.stop()
         self._save(self._checkpoint())
         return 0
+
+    def _adopt(self, found: dict[str, dict], now: float) -> None:
+        """Bans the firewall already holds (an earlier run's) go back into the ban book, so they
+        are unbanned on time and not banned twice. Without a ttl from the kernel, the ban is
+        taken to last one more bantime."""
+        book = self.pipeline.book
+        for jail, targets in found.items():
+            policy = self.pipeline.jails[jail].policy
+            for target, ttl in targets.items():
+                if not isinstance(target, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                    continue  # a network banned by hand: the agent neither owns nor ends it
+                end = now + ttl if ttl is not None else now + policy.duration(1)
+                book.restore(Ban(jail, target, now, end, 1, "found in the firewall at start"))
+            if targets:
+                log.info("jail %s: %d bans found in the firewall, adopted", jail, len(targets))
 
     async def _start_sources(self, checkpoint: state.Checkpoint | None, now: float) -> None:
         sources = self.config.sources
@@ -222,6 +250,8 @@ class Agent:
         while True:
             await asyncio.sleep(1.0)
             for ban in book.expire(time.time()):
+                if self.enforcer is not None:
+                    self.enforcer.unban(ban.jail, ban.address)
                 log.warning("jail %s: unban %s (ban ended)%s", ban.jail, ban.address,
                             " [dry run]" if self.dry_run else "")
 

@@ -1,0 +1,151 @@
+"""Enforcement: the ban book's decisions applied to each jail's firewall backend.
+
+Backend calls run in a worker thread (netlink and libxtables calls block), one jail at a time
+per backend instance, so the event loop never waits on the kernel. Operations are queued per
+jail with the last one per address winning (a ban then an unban before either ran is just an
+unban). A backend that fails keeps its queue and is retried with exponential backoff (1 s up
+to 5 min) while the other jails go on; its setup is retried first if that is what failed. A
+ban's end is absolute, so a ban applied late is not made longer: its ttl is what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.addresses import Address
+from agent.config import Config
+from firewall import Backend, BackendError, Target, backend_class
+
+log = logging.getLogger("jailwarden.firewall")
+
+_FIRST_RETRY = 1.0
+_LAST_RETRY = 300.0
+_SCOPED = ("ipset", "nftables", "iptables")  # the backends that can ban only some ports
+
+
+def build_backends(config: Config, jails: list[str]) -> tuple[dict[str, Backend], list[str]]:
+    """One backend instance per jail, with [firewall.NAME] options and the jail's port scoping;
+    a jail whose backend cannot be built (a library missing) is reported and left out."""
+    backends, problems = {}, []
+    for jail in jails:
+        settings = config.jails[jail]
+        options = dict(config.firewall.get(settings.backend, {}))
+        if settings.backend in _SCOPED:
+            options |= {"ports": settings.ports, "protocol": settings.protocol}
+        elif settings.ports:
+            problems.append(f"jail {jail}: backend {settings.backend} cannot ban single ports; "
+                            f"ports = {list(settings.ports)} is ignored and all traffic is banned")
+        try:
+            backends[jail] = backend_class(settings.backend)(jail, **options)
+        except (BackendError, ImportError, OSError, ValueError) as error:
+            problems.append(f"jail {jail}: firewall backend {settings.backend} unusable: {error}")
+    return backends, problems
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One jail's backend, its pending operations and its health."""
+
+    jail: str
+    backend: Backend
+    ready: bool = False  # setup() succeeded
+    pending: dict[Target, float | None] = field(default_factory=dict)  # target -> ban end (inf: permanent), None: unban
+    failing_since: float | None = None
+    retry_in: float = _FIRST_RETRY
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Enforcer:
+    def __init__(self, backends: dict[str, Backend], clock: Callable[[], float] = time.time) -> None:
+        self._lanes = {jail: _Lane(jail, backend) for jail, backend in backends.items()}
+        self._clock = clock
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> dict[str, dict[Target, float | None]]:
+        """Set every backend up and return what each already holds (`list()`), for the caller to
+        adopt; a backend that cannot be set up is retried in the background."""
+        found = {}
+        for lane in self._lanes.values():
+            try:
+                await asyncio.to_thread(lane.backend.setup)
+                lane.ready = True
+                found[lane.jail] = await asyncio.to_thread(lane.backend.list)
+            except BackendError as error:
+                self._failed(lane, error)
+        self._tasks = [asyncio.create_task(self._work(lane), name=f"firewall {lane.jail}")
+                       for lane in self._lanes.values()]
+        return found
+
+    async def stop(self) -> None:
+        """Stop after applying what is queued (bans stay in the kernel: they outlive the agent)."""
+        for lane in self._lanes.values():
+            if lane.pending and lane.ready:
+                await self._apply(lane)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def ban(self, jail: str, address: Address, end: float) -> None:
+        self._queue(jail, address, end)
+
+    def unban(self, jail: str, address: Address) -> None:
+        self._queue(jail, address, None)
+
+    def pending(self) -> int:
+        return sum(len(lane.pending) for lane in self._lanes.values())
+
+    def _queue(self, jail: str, target: Target, end: float | None) -> None:
+        lane = self._lanes.get(jail)
+        if lane is None:
+            return
+        lane.pending[target] = end
+        lane.wakeup.set()
+
+    async def _work(self, lane: _Lane) -> None:
+        while True:
+            if lane.failing_since is not None:
+                await asyncio.sleep(lane.retry_in)
+            else:
+                await lane.wakeup.wait()
+            lane.wakeup.clear()
+            try:
+                if not lane.ready:
+                    await asyncio.to_thread(lane.backend.setup)
+                    lane.ready = True
+                await self._apply(lane)
+            except BackendError as error:
+                self._failed(lane, error)
+                continue
+            if lane.failing_since is not None:
+                log.warning("jail %s: firewall backend %s works again after %.0f s", lane.jail, lane.backend.name,
+                            self._clock() - lane.failing_since)
+                lane.failing_since, lane.retry_in = None, _FIRST_RETRY
+
+    async def _apply(self, lane: _Lane) -> None:
+        batch, lane.pending = lane.pending, {}
+        now = self._clock()
+        bans = [(target, None if end == math.inf else end - now)
+                for target, end in batch.items() if end is not None and end > now]
+        unbans = [target for target, end in batch.items() if end is None]
+        try:
+            if bans:
+                await asyncio.to_thread(lane.backend.ban_many, bans)
+            for target in unbans:
+                await asyncio.to_thread(lane.backend.unban, target)
+        except BackendError:
+            # Put back what was not superseded meanwhile, to be retried.
+            lane.pending = batch | lane.pending
+            raise
+
+    def _failed(self, lane: _Lane, error: BackendError) -> None:
+        if lane.failing_since is None:
+            lane.failing_since = self._clock()
+            log.error("jail %s: %s; retrying, the other jails go on", lane.jail, error)
+        else:
+            log.debug("jail %s: still failing: %s", lane.jail, error)
+            lane.retry_in = min(lane.retry_in * 2, _LAST_RETRY)
