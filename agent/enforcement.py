@@ -55,6 +55,7 @@ class _Lane:
     backend: Backend
     ready: bool = False  # setup() succeeded
     pending: dict[Target, float | None] = field(default_factory=dict)  # target -> ban end (inf: permanent), None: unban
+    applying: int = 0  # operations taken from `pending` and not yet done
     failing_since: float | None = None
     retry_in: float = _FIRST_RETRY
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -97,7 +98,8 @@ class Enforcer:
         self._queue(jail, address, None)
 
     def pending(self) -> int:
-        return sum(len(lane.pending) for lane in self._lanes.values())
+        """Operations queued or under way, not yet in the kernel."""
+        return sum(len(lane.pending) + lane.applying for lane in self._lanes.values())
 
     def _queue(self, jail: str, target: Target, end: float | None) -> None:
         lane = self._lanes.get(jail)
@@ -132,6 +134,7 @@ class Enforcer:
         bans = [(target, None if end == math.inf else end - now)
                 for target, end in batch.items() if end is not None and end > now]
         unbans = [target for target, end in batch.items() if end is None]
+        lane.applying = len(batch)
         try:
             if bans:
                 await asyncio.to_thread(lane.backend.ban_many, bans)
@@ -141,6 +144,8 @@ class Enforcer:
             # Put back what was not superseded meanwhile, to be retried.
             lane.pending = batch | lane.pending
             raise
+        finally:
+            lane.applying = 0
 
     def _failed(self, lane: _Lane, error: BackendError) -> None:
         if lane.failing_since is None:
