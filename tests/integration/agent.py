@@ -35,13 +35,14 @@ bantime = "1h"
 
 
 class AgentProcess:
-    """`jailwarden run --dry-run` on `config` (TOML text); `filters` are written to filter.d.
+    """`jailwarden run [--dry-run]` on `config` (TOML text); `filters` are written to filter.d.
 
     `lines` is everything it logged so far (the process writes its log to stderr).
     Use as a context manager, or call start()/stop().
     """
 
-    def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None, dry_run: bool = True) -> None:
+        self.dry_run = dry_run
         self.workdir = workdir
         self.config_path = workdir / "jailwarden.toml"
         (workdir / "filter.d").mkdir(parents=True, exist_ok=True)
@@ -63,8 +64,8 @@ class AgentProcess:
         """Start and wait for the line saying it runs."""
         self.lines = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--dry-run", "--config", str(self.config_path),
-             "--log-level", "debug"],
+            [sys.executable, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
+             "--config", str(self.config_path), "--log-level", "debug"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[2],
         )
