@@ -35,7 +35,7 @@ def build_backends(config: Config, jails: list[str]) -> tuple[dict[str, Backend]
     for jail in jails:
         settings = config.jails[jail]
         options = dict(config.firewall.get(settings.backend, {}))
-        if settings.backend in _SCOPED:
+        if settings.ports and settings.backend in _SCOPED:
             options |= {"ports": settings.ports, "protocol": settings.protocol}
         elif settings.ports:
             problems.append(f"jail {jail}: backend {settings.backend} cannot ban single ports; "
