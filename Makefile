@@ -17,8 +17,9 @@ run: deps
 test: deps
 	$(PY) -m pytest -q -rs tests
 
-# All benchmarks, each against Fail2Ban where it has a counterpart (~8 min); reports in tests/bench/data/.
+# All benchmarks, each against Fail2Ban where it has a counterpart (~10 min); reports in tests/bench/data/.
 bench: deps
 	$(PY) tests/bench/bench_sshd.py
 	$(PY) tests/bench/bench_journal.py
 	$(PY) tests/bench/bench_syslog.py
+	$(PY) tests/bench/bench_firewall.py
