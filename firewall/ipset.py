@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import math
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -51,8 +52,9 @@ class IpsetBackend:
     A ttl of None is an entry with timeout 0, which the kernel never expires.
     `list()` gives a network of one address (/32, /128) as the address.
 
-    Each call opens its own netlink socket, so calls may come from any thread, but not from a
-    thread running an asyncio event loop (use `asyncio.to_thread`): pyroute2 0.8+ runs its own.
+    Each thread that calls gets a netlink socket of its own (kept until teardown() or close()), so
+    calls may come from any thread, but not from a thread running an asyncio event loop (use
+    `asyncio.to_thread`): pyroute2 0.8+ runs its own.
     """
 
     name = "ipset"
@@ -84,10 +86,14 @@ class IpsetBackend:
         self.versions = (4, 6) if ipv6 else (4,)
         self.hooks = {version: HookRule(self.set_names[version], ACTIONS[action], protocol if ports else None, ports)
                       for version in self.versions}
+        self._local = threading.local()  # .socket: this thread's netlink socket
+        self._sockets: set = set()  # every thread's, for close()
+        self._sockets_lock = threading.Lock()
 
     @contextmanager
     def _netlink(self, action: str) -> Iterator:
-        """One netlink socket for one call (so any thread may call), its errors as BackendError."""
+        """This thread's netlink socket (opened on first use: opening costs more than a ban), its
+        errors as BackendError. A call that fails drops the socket, which may hold unread answers."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -99,17 +105,37 @@ class IpsetBackend:
             from . import _ipset_netlink as netlink
         except ImportError as error:
             raise BackendError(self.name, action, f"pyroute2 is not usable ({error}): install pyroute2") from error
-        try:
-            socket = netlink.IpsetSocket()
-        except netlink.IpsetUnavailable as error:
-            raise BackendError(self.name, action, str(error)) from error
-        except netlink.NetlinkError as error:
-            raise BackendError(self.name, action, netlink.explain(error)) from error
+        socket = getattr(self._local, "socket", None)
+        if socket is None:
+            try:
+                socket = netlink.IpsetSocket()
+            except netlink.IpsetUnavailable as error:
+                raise BackendError(self.name, action, str(error)) from error
+            except netlink.NetlinkError as error:
+                raise BackendError(self.name, action, netlink.explain(error)) from error
+            with self._sockets_lock:
+                self._local.socket = socket
+                self._sockets.add(socket)
         try:
             yield netlink, socket
-        except netlink.NetlinkError as error:
-            raise BackendError(self.name, action, netlink.explain(error)) from error
-        finally:
+        except BaseException as error:
+            self._close(socket)
+            if isinstance(error, netlink.NetlinkError):
+                raise BackendError(self.name, action, netlink.explain(error)) from error
+            raise
+
+    def _close(self, socket) -> None:
+        with self._sockets_lock:
+            self._sockets.discard(socket)
+            if getattr(self._local, "socket", None) is socket:
+                del self._local.socket
+        socket.close()
+
+    def close(self) -> None:
+        """Close the netlink sockets of every thread (the next call opens a new one)."""
+        with self._sockets_lock:
+            sockets, self._sockets, self._local = self._sockets, set(), threading.local()
+        for socket in sockets:
             socket.close()
 
     def _xtables(self, action: str, operation, *args):
@@ -232,6 +258,7 @@ class IpsetBackend:
                         raise BackendError(self.name, f"teardown set {name}", f"set {name} is still used by {where}: "
                                            "delete those, then teardown again") from error
                     raise
+        self.close()
 
     def _key(self, target: object) -> tuple[bytes, int]:
         key = _key(target)
