@@ -8,10 +8,13 @@ set -eu
 # Runtime: iptables carries libxtables/libiptc that python-iptables loads; ipset and nftables
 # carry the kernel-side libraries (libnftables) the firewall backends bind to.
 # Tests: systemd (systemd-journald), rsyslog and bsdutils (logger) as real log clients, and
-# openssh-server with sshpass for a real sshd to attack. The tests start their own rsyslogd and
-# sshd; on a host whose init starts services, installing these starts the system's as usual.
+# openssh-server with sshpass for a real sshd to attack; python3-pyroute2, python3-iptables and
+# python3-nftables so the firewall tests also run the backends on the distribution's releases of
+# those libraries (Debian 12: pyroute2 0.7.2, python-iptables 1.0.1), which the packages use.
+# The tests start their own rsyslogd and sshd; on a host whose init starts services, installing
+# these starts the system's as usual.
 APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
-systemd rsyslog bsdutils openssh-server sshpass"
+systemd rsyslog bsdutils openssh-server sshpass python3-pyroute2 python3-iptables python3-nftables"
 
 VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -27,6 +29,31 @@ def require_tools(*tools: str) -> None:
     missing = [tool for tool in tools if not (os.access(tool, os.X_OK) if "/" in tool else shutil.which(tool))]
     if missing:
         pytest.skip(f"missing tools: {', '.join(missing)}")
+
+
+DISTRIBUTION_PYTHON = "/usr/bin/python3"
+# What the distribution's interpreter must import: the libraries the firewall backends bind to.
+_DISTRIBUTION_PROBE = """
+import sys, pyroute2, iptc, nftables
+assert sys.version_info >= (3, 11), sys.version
+print(getattr(pyroute2, "__version__", "?"), pyroute2.__file__, iptc.__file__, nftables.__file__)
+"""
+
+
+@pytest.fixture(scope="session", params=["pypi", "distribution"], ids=["pypi-libs", "debian-libs"])
+def interpreter(request) -> str:
+    """The Python that firewall code runs under in a namespace: this run's (the PyPI releases in
+    the venv), then the distribution's /usr/bin/python3 with its python3-pyroute2, python3-iptables
+    and python3-nftables (Debian 12: pyroute2 0.7.2, python-iptables 1.0.1), which the packaged
+    agent uses. The second is skipped, with the reason, where those packages are not installed."""
+    if request.param == "pypi":
+        return sys.executable
+    probe = subprocess.run([DISTRIBUTION_PYTHON, "-c", _DISTRIBUTION_PROBE], capture_output=True, text=True)
+    if probe.returncode != 0 or "/usr/lib/python3/dist-packages/" not in probe.stdout:
+        reason = (probe.stderr.strip().splitlines() or ["not from the distribution"])[-1]
+        pytest.skip(f"{DISTRIBUTION_PYTHON} lacks the distribution's python3-pyroute2, python3-iptables or "
+                    f"python3-nftables ({reason}); packaging/deps.sh installs them")
+    return DISTRIBUTION_PYTHON
 
 
 @pytest.fixture

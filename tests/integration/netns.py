@@ -3,7 +3,9 @@ test created, never in the root namespace, and the namespace is deleted afterwar
 
 `NetworkNamespace.python(code)` runs Python code inside the namespace (a child process under
 `ip netns exec`, since python-iptables and libnftables act on the namespace of the process
-that calls them) and returns what the code printed as JSON on its last line. `run(*argv)` runs
+that calls them) with the namespace's `interpreter` (this test run's by default, or Debian's
+/usr/bin/python3 with the distribution's pyroute2 and python-iptables) and returns what the
+code printed as JSON on its last line. `run(*argv)` runs
 a command there, such as `ipset list` or `nft -j list ruleset`, to read the kernel's own view.
 `Link` joins two namespaces with a veth pair for tests that send real packets.
 """
@@ -20,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class NetworkNamespace:
-    def __init__(self, prefix: str = "jwfw") -> None:
+    def __init__(self, prefix: str = "jwfw", interpreter: str = sys.executable) -> None:
         self.name = f"{prefix}-{secrets.token_hex(3)}"
+        self.interpreter = interpreter
         self.created = False
 
     def __enter__(self) -> NetworkNamespace:
@@ -47,7 +50,7 @@ class NetworkNamespace:
         """Run `code` in the namespace with the repository importable; returns the JSON value on
         the last line it printed (None if it printed nothing). Raises with its stderr on failure."""
         prelude = f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-        result = self.run(sys.executable, "-c", prelude + code, check=False, timeout=timeout)
+        result = self.run(self.interpreter, "-c", prelude + code, check=False, timeout=timeout)
         if result.returncode != 0:
             raise AssertionError(f"code in namespace {self.name} failed ({result.returncode}):\n{result.stderr}")
         lines = result.stdout.strip().splitlines()

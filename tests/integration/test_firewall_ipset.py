@@ -31,10 +31,10 @@ def private_xtables_lock(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def ns():
+def ns(interpreter):
     require_root()
     require_tools(*TOOLS)
-    with NetworkNamespace("jwips") as namespace:
+    with NetworkNamespace("jwips", interpreter) as namespace:
         yield namespace
 
 
@@ -188,7 +188,7 @@ def test_teardown_names_the_rule_an_administrator_added_on_our_set(ns):
 
 
 def test_setup_after_a_crash_adopts_the_sets_the_bans_and_the_hook_rules(ns):
-    crashed = ns.run(sys.executable, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
+    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
                      + PREFIX + "b = IpsetBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
                      "os.kill(os.getpid(), 9)", check=False)
     assert crashed.returncode == -9
@@ -257,7 +257,7 @@ def test_a_set_type_the_kernel_lacks_names_the_module(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", sys.executable, "-c",
+    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
                     f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
                     + "IpsetBackend('sshd').setup()", check=False)
     assert result.returncode != 0
@@ -340,10 +340,10 @@ except OSError as e:
 
 
 @pytest.fixture
-def pair():
+def pair(interpreter):
     require_root()
     require_tools(*TOOLS)
-    with NetworkNamespace("jwipa") as a, NetworkNamespace("jwipb") as b:
+    with NetworkNamespace("jwipa", interpreter) as a, NetworkNamespace("jwipb") as b:
         link = Link(a, b)
         servers = [a.popen(sys.executable, "-c", SERVER.format(port=port), stdout=subprocess.DEVNULL)
                    for port in (8022, 8023)]

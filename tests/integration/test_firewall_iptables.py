@@ -24,10 +24,10 @@ TOOLS = ("ip", "iptables-legacy", "ip6tables-legacy")
 
 
 @pytest.fixture
-def ns():
+def ns(interpreter):
     require_root()
     require_tools(*TOOLS)
-    with NetworkNamespace("jwipt") as namespace:
+    with NetworkNamespace("jwipt", interpreter) as namespace:
         yield namespace
 
 
@@ -143,7 +143,7 @@ def test_teardown_removes_only_this_jails_chain_and_jump(ns):
 
 
 def test_setup_after_a_crash_adopts_the_bans_left_in_the_kernel(ns):
-    crashed = ns.run(sys.executable, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
+    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
                      + PREFIX + "b = IptablesBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
                      "os.kill(os.getpid(), 9)", check=False)
     assert crashed.returncode == -9
@@ -202,7 +202,7 @@ def test_options_are_checked_when_the_backend_is_built(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", sys.executable, "-c",
+    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
                     f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
                     + "IptablesBackend('sshd').setup()", check=False)
     assert result.returncode != 0
@@ -254,10 +254,10 @@ except OSError as e:
 
 
 @pytest.fixture
-def pair():
+def pair(interpreter):
     require_root()
     require_tools(*TOOLS)
-    with NetworkNamespace("jwipa") as a, NetworkNamespace("jwipb") as b:
+    with NetworkNamespace("jwipa", interpreter) as a, NetworkNamespace("jwipb") as b:
         link = Link(a, b)
         servers = [a.popen(sys.executable, "-c", SERVER.format(port=port), stdout=subprocess.DEVNULL)
                    for port in (8022, 8023)]

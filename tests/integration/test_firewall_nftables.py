@@ -25,10 +25,10 @@ PREFIX = ("import ipaddress, json, time\nfrom firewall.nftables import NftablesB
 
 
 @pytest.fixture
-def ns():
+def ns(interpreter):
     require_root()
     require_tools("ip", "nft")
-    with NetworkNamespace("jwnft") as namespace:
+    with NetworkNamespace("jwnft", interpreter) as namespace:
         yield namespace
 
 
@@ -148,7 +148,7 @@ def test_teardown_removes_only_this_jail_and_the_table_last(ns):
 
 
 def test_setup_after_a_crash_adopts_the_bans_left_in_the_kernel(ns):
-    crashed = ns.run(sys.executable, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
+    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
                      + PREFIX + "b = NftablesBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
                      "os.kill(os.getpid(), 9)", check=False)
     assert crashed.returncode == -9
@@ -190,7 +190,7 @@ def test_a_set_of_another_type_is_refused_with_the_way_out(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", sys.executable, "-c",
+    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
                     f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
                     + "NftablesBackend('sshd').setup()", check=False)
     assert result.returncode != 0
@@ -259,10 +259,10 @@ except OSError as e:
 
 
 @pytest.fixture
-def pair():
+def pair(interpreter):
     require_root()
     require_tools("ip", "nft")
-    with NetworkNamespace("jwnfa") as a, NetworkNamespace("jwnfb") as b:
+    with NetworkNamespace("jwnfa", interpreter) as a, NetworkNamespace("jwnfb") as b:
         link = Link(a, b)
         servers = [a.popen(sys.executable, "-c", SERVER.format(port=port), stdout=subprocess.DEVNULL)
                    for port in (8022, 8023)]

@@ -33,10 +33,10 @@ def metric(jail: str) -> int:
 
 
 @pytest.fixture
-def ns():
+def ns(interpreter):
     require_root()
     require_tools("ip")
-    with NetworkNamespace("jwrt") as namespace:
+    with NetworkNamespace("jwrt", interpreter) as namespace:
         yield namespace
 
 
@@ -156,7 +156,7 @@ def test_teardown_removes_only_this_jails_routes(ns):
 
 
 def test_setup_after_a_crash_adopts_the_bans_left_in_the_kernel(ns):
-    crashed = ns.run(sys.executable, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
+    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
                      + PREFIX + "b = RouteBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
                      "os.kill(os.getpid(), 9)", check=False)
     assert crashed.returncode == -9
@@ -193,7 +193,7 @@ def test_options_are_checked_when_the_backend_is_built(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", sys.executable, "-c",
+    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
                     f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
                     + "RouteBackend('sshd').setup()", check=False)
     assert result.returncode != 0
@@ -249,10 +249,10 @@ except OSError as e:
 
 
 @pytest.fixture
-def pair():
+def pair(interpreter):
     require_root()
     require_tools("ip")
-    with NetworkNamespace("jwrta") as a, NetworkNamespace("jwrtb") as b:
+    with NetworkNamespace("jwrta", interpreter) as a, NetworkNamespace("jwrtb") as b:
         link = Link(a, b)
         server = a.popen(sys.executable, "-c", SERVER, stdout=subprocess.DEVNULL)
         try:
