@@ -204,6 +204,11 @@ class BanBook:
     def is_banned(self, jail: str, address: Address) -> bool:
         return normalise(address) in self._active.get(jail, {})
 
+    def current(self, jail: str, address: Address) -> Ban | None:
+        """The active ban of an already normalised `address` in `jail`, if any."""
+        bans = self._active.get(jail)
+        return bans.get(address) if bans else None
+
     def __len__(self) -> int:
         return self._count
 

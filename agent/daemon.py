@@ -123,7 +123,8 @@ class Agent:
         elif outcome.kind == "ignored":
             log.info("%s failure from %s not counted: on the ignore list", where, failure.address)
         else:
-            why = {"evidence": "it restates an attempt another line counts", "stale": "older than findtime"}
+            why = {"evidence": "it restates an attempt another line counts", "stale": "older than findtime",
+                   "covered": "it is older than the address's current ban"}
             log.debug("%s line naming %s not counted: %s", where, failure.address, why.get(outcome.kind, outcome.kind))
 
     async def run(self) -> int:

@@ -31,7 +31,9 @@ class Outcome(NamedTuple):
     kind: "counted" (in the window, no ban yet), "banned" (`ban` is the resulting ban),
     "ignored" (the address is on the ignore list), "untrusted" (the jail requires a program
     identity the writer cannot forge, and this entry's can be forged), "evidence" (a line that
-    names the address of an attempt another line counts), "stale" (older than findtime).
+    names the address of an attempt another line counts), "stale" (older than findtime),
+    "covered" (from before the start of the address's current ban in the jail, which answers it
+    already: lines read again after a crash, or before a ban the firewall held at start).
     """
 
     kind: str
@@ -79,6 +81,9 @@ class Pipeline:
             return Outcome("ignored", setup.name, failure)
         if failure.time <= now - jail.findtime:
             return Outcome("stale", setup.name, failure)
+        ban = self.book.current(setup.name, failure.address)
+        if ban is not None and failure.time <= ban.start:
+            return Outcome("covered", setup.name, failure)
         decision = jail.record(failure, now)
         if decision is None:
             return Outcome("counted", setup.name, failure)

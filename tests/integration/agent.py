@@ -41,8 +41,10 @@ class AgentProcess:
     Use as a context manager, or call start()/stop().
     """
 
-    def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None, dry_run: bool = True) -> None:
+    def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None, dry_run: bool = True,
+                 netns: str | None = None) -> None:
         self.dry_run = dry_run
+        self.netns = netns  # a network namespace to run in (for tests of kernel firewall backends)
         self.workdir = workdir
         self.config_path = workdir / "jailwarden.toml"
         (workdir / "filter.d").mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,8 @@ class AgentProcess:
         """Start and wait for the line saying it runs."""
         self.lines = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
+            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+             sys.executable, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
              "--config", str(self.config_path), "--log-level", "debug"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[2],
@@ -91,6 +94,14 @@ class AgentProcess:
         self._reader.join(timeout=5)
         status, self.process = self.process.returncode, None
         return status
+
+    def kill(self) -> None:
+        """SIGKILL: the agent gets no chance to save or clean anything up."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self._reader.join(timeout=5)
+            self.process = None
 
     def matching(self, pattern: str) -> list[str]:
         return [line for line in list(self.lines) if re.search(pattern, line)]

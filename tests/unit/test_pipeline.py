@@ -3,7 +3,7 @@
 import ipaddress
 
 from agent.addresses import AddressSet
-from agent.bans import BanBook, BanPolicy
+from agent.bans import Ban, BanBook, BanPolicy
 from agent.events import LogEvent
 from agent.jail import Jail
 from agent.pipeline import JailSetup, Pipeline
@@ -87,3 +87,15 @@ def test_the_hosts_own_addresses_are_never_banned():
     pipe = pipeline(("app", make_filter(), 1))
     pipe.protected = AddressSet([ATTACKER])
     assert [o.kind for o in pipe.handle(syslog(), 1000.0)] == ["ignored"]
+
+
+def test_failures_from_before_a_current_ban_are_not_counted_again():
+    """Lines read again after a crash, or older than a ban the firewall held at start, are
+    already answered by that ban: they neither count nor ban again; later ones count."""
+    pipe = pipeline(("app", make_filter(), 2))
+    pipe.book.restore(Ban("app", ATTACKER, 1000.0, 4600.0, 1, "found in the firewall at start"))
+    assert [o.kind for o in pipe.handle(syslog(time=990.0), 1000.0)] == ["covered"]
+    assert [o.kind for o in pipe.handle(syslog(time=1000.0), 1000.0)] == ["covered"]
+    assert pipe.jails["app"].jail.tracked() == 0
+    assert [o.kind for o in pipe.handle(syslog(time=1001.0), 1001.0)] == ["counted"]
+    assert [o.kind for o in pipe.handle(syslog(time=1002.0), 1002.0)] == ["banned"]
