@@ -11,7 +11,7 @@ deps:
 
 run: deps
 	$(VENV)/bin/jailwarden check-config --config $(CONFIG)
-	@echo "jailwarden: running in dry-run mode (the firewall backends come next); Ctrl-C stops it"
+	@echo "jailwarden: running in dry-run mode (bans are logged, the firewall is left alone); Ctrl-C stops it"
 	$(VENV)/bin/jailwarden run --dry-run --config $(CONFIG)
 
 test: deps

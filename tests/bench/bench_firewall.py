@@ -52,6 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench_sshd import SetupFailed, ensure_fail2ban  # noqa: E402 - beside this script
 from firewall import BACKENDS  # noqa: E402 - the repository goes on the path first
 from tests.integration.netns import NetworkNamespace  # noqa: E402
 
@@ -117,6 +118,10 @@ def measure_backends(args: argparse.Namespace, scratch: Path, results: dict) -> 
 
 
 def measure_processes(args: argparse.Namespace, results: dict) -> None:
+    try:
+        ensure_fail2ban()  # Debian's package, installed (its service never started) if absent
+    except SetupFailed as error:
+        print(f"  {error}", flush=True)
     fail2ban = subprocess.run([SYSTEM_PYTHON, "-c", "import fail2ban.server.utils"],
                               capture_output=True).returncode == 0
     for tool in ("ipset", "nft"):
