@@ -73,9 +73,9 @@ class Enforcer:
         found = {}
         for lane in self._lanes.values():
             try:
-                await asyncio.to_thread(lane.backend.setup)
+                await self._call(lane, "setup", lane.backend.setup)
                 lane.ready = True
-                found[lane.jail] = await asyncio.to_thread(lane.backend.list)
+                found[lane.jail] = await self._call(lane, "list", lane.backend.list)
             except BackendError as error:
                 self._failed(lane, error)
         self._tasks = [asyncio.create_task(self._work(lane), name=f"firewall {lane.jail}")
@@ -86,7 +86,10 @@ class Enforcer:
         """Stop after applying what is queued (bans stay in the kernel: they outlive the agent)."""
         for lane in self._lanes.values():
             if lane.pending and lane.ready:
-                await self._apply(lane)
+                try:
+                    await self._apply(lane)
+                except BackendError as error:
+                    log.error("jail %s: at stop: %s; %d operations not applied", lane.jail, error, len(lane.pending))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -117,7 +120,7 @@ class Enforcer:
             lane.wakeup.clear()
             try:
                 if not lane.ready:
-                    await asyncio.to_thread(lane.backend.setup)
+                    await self._call(lane, "setup", lane.backend.setup)
                     lane.ready = True
                 await self._apply(lane)
             except BackendError as error:
@@ -129,23 +132,54 @@ class Enforcer:
                 lane.failing_since, lane.retry_in = None, _FIRST_RETRY
 
     async def _apply(self, lane: _Lane) -> None:
+        """Bans in one batch, then each unban; what failed goes back into the queue (unless newer
+        orders for it came meanwhile) and the first error is raised. Unbans do not wait for bans
+        that fail. Items `ban_many` refused for good (a partial BackendError) are reported, not retried."""
         batch, lane.pending = lane.pending, {}
         now = self._clock()
         bans = [(target, None if end == math.inf else end - now)
                 for target, end in batch.items() if end is not None and end > now]
         unbans = [target for target, end in batch.items() if end is None]
         lane.applying = len(batch)
+        failed: dict[Target, float | None] = {}
+        first_error: BackendError | None = None
         try:
             if bans:
-                await asyncio.to_thread(lane.backend.ban_many, bans)
-            for target in unbans:
-                await asyncio.to_thread(lane.backend.unban, target)
-        except BackendError:
-            # Put back what was not superseded meanwhile, to be retried.
-            lane.pending = batch | lane.pending
-            raise
+                try:
+                    await self._call(lane, "ban", lane.backend.ban_many, bans)
+                except BackendError as error:
+                    if error.partial:
+                        log.error("jail %s: %s; the rest is banned, these are not retried", lane.jail, error)
+                    else:
+                        failed.update((target, batch[target]) for target, _ in bans)
+                        first_error = error
+            for index, target in enumerate(unbans):
+                try:
+                    await self._call(lane, f"unban {target}", lane.backend.unban, target)
+                except BackendError as error:
+                    failed.update((later, None) for later in unbans[index:])
+                    first_error = first_error or error
+                    break
         finally:
             lane.applying = 0
+            lane.pending = failed | lane.pending
+        if first_error is not None:
+            raise first_error
+
+    @staticmethod
+    async def _call(lane: _Lane, action: str, function: Callable, *args) -> object:
+        """`function(*args)` in a worker thread; an exception a backend did not foresee (a bug, or
+        a library raising what it does not document) becomes a BackendError, so it is retried and
+        reported like any other instead of ending the jail's worker."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except BackendError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported with its traceback, then retried
+            log.error("jail %s: firewall backend %s: %s failed unexpectedly", lane.jail, lane.backend.name, action,
+                      exc_info=True)
+            raise BackendError(lane.backend.name, f"{action} in jail {lane.jail}",
+                               f"unexpected {type(error).__name__}: {error}") from error
 
     def _failed(self, lane: _Lane, error: BackendError) -> None:
         if lane.failing_since is None:

@@ -14,7 +14,8 @@ A backend is one module and one class, registered in `BACKENDS` by name and buil
 - `list()`: what the kernel holds now, `{target: seconds left or None}`, for reconciling.
 - `teardown()`: remove exactly what `setup` created, nothing else.
 
-Every failure raises `BackendError`, saying which backend, what it tried and what to do.
+Every failure raises `BackendError`, saying which backend, what it tried and what to do; a
+`ban_many` that refused some items applies the rest and then raises one naming them.
 Nothing here imports from `agent`, and nothing runs a command: only netlink (pyroute2),
 libxtables (python-iptables), libnftables, and files.
 """
@@ -29,13 +30,24 @@ Target = ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network |
 
 
 class BackendError(Exception):
-    """A backend that could not do something: `backend`, what it tried, and why (actionable)."""
+    """A backend that could not do something: `backend`, what it tried, and why (actionable).
 
-    def __init__(self, backend: str, action: str, reason: str) -> None:
+    `partial` is true when `ban_many` applied every item but the ones the reason names, which
+    it refused for good (not an address, IPv6 where the jail has none, a foreign route in the
+    way): trying them again would fail again."""
+
+    def __init__(self, backend: str, action: str, reason: str, partial: bool = False) -> None:
         super().__init__(f"{backend}: {action}: {reason}")
         self.backend = backend
         self.action = action
         self.reason = reason
+        self.partial = partial
+
+
+def refused_items(backend: str, jail: str, total: int, refused: list[str]) -> BackendError:
+    """The partial BackendError of a `ban_many` that refused `refused` ("item: why") of `total`."""
+    shown = "; ".join(refused[:20]) + (f"; and {len(refused) - 20} more" if len(refused) > 20 else "")
+    return BackendError(backend, f"ban {len(refused)} of {total} targets in jail {jail}", shown, partial=True)
 
 
 class Backend(Protocol):

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from . import BackendError, Target
+from . import BackendError, Target, refused_items
 from ._xtables import HookRule, XtablesError, chains_using, ensure, remove
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,7 @@ class IpsetBackend:
                         refused += [f"{batch[entry[:2]][1]!r}: {netlink.explain(error)}"
                                     for entry, error in kernel_refused]
         if refused:
-            shown = "; ".join(refused[:20]) + (f"; and {len(refused) - 20} more" if len(refused) > 20 else "")
-            raise BackendError(self.name, f"ban {len(refused)} of {len(items)} targets in jail {self.jail}", shown)
+            raise refused_items(self.name, self.jail, len(items), refused)
 
     def unban(self, target: Target) -> None:
         try:

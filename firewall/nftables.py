@@ -11,7 +11,7 @@ import ipaddress
 import re
 import threading
 
-from . import BackendError, Target
+from . import BackendError, Target, refused_items
 from ._nftables_ruleset import (
     FAMILY,
     PROTOCOLS,
@@ -126,8 +126,7 @@ class NftablesBackend:
                 elif bans:
                     self._ban_addresses(jail_set, bans)
         if refused:
-            shown = "; ".join(refused[:20]) + (f"; and {len(refused) - 20} more" if len(refused) > 20 else "")
-            raise BackendError(self.name, f"ban {len(refused)} of {len(items)} targets in jail {self.jail}", shown)
+            raise refused_items(self.name, self.jail, len(items), refused)
 
     def unban(self, target: Target) -> None:
         try:
