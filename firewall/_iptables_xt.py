@@ -7,18 +7,19 @@ python-iptables writes legacy xtables (what `iptables-legacy -S` shows).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import ipaddress
-import math
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from . import BackendError, Target
+from . import BackendError
+from ._xtables import TABLE_LOCK, import_iptc
+from .targets import Network
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
 NAME = "iptables"
 VERDICTS = {"drop": "DROP", "reject": "REJECT"}
@@ -31,7 +32,7 @@ COMMIT_ATTEMPTS = 3  # the kernel refuses a commit when the table changed since 
 def load_iptc():
     """The `iptc` module, or a BackendError saying what is missing."""
     try:
-        import iptc
+        iptc = import_iptc()
     except ImportError as error:
         raise BackendError(NAME, "load python-iptables", f"{error}; install python-iptables "
                            "(Debian: python3-iptables) or choose another backend") from None
@@ -39,32 +40,6 @@ def load_iptc():
         raise BackendError(NAME, "load python-iptables", f"{error}; python-iptables needs libxtables and "
                            "libiptc from the iptables package (Debian: apt install iptables)") from None
     return iptc
-
-
-def normalise(target: object) -> Network:
-    """`target` as a network (an address as /32 or /128), IPv4-mapped IPv6 as IPv4."""
-    if isinstance(target, ipaddress.IPv6Address) and target.ipv4_mapped is not None:
-        target = target.ipv4_mapped
-    if isinstance(target, ipaddress.IPv6Network) and target.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96")):
-        target = ipaddress.IPv4Network((int(target.network_address) & 0xFFFFFFFF, target.prefixlen - 96))
-    if isinstance(target, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return ipaddress.ip_network(target)
-    if isinstance(target, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        if target.prefixlen == 0:
-            raise ValueError(f"{target} would ban every address")
-        return target
-    raise ValueError(f"{target!r} is not an ipaddress address or network")
-
-
-def check_ttl(ttl: object) -> None:
-    """iptables rules have no expiry, but a ttl that is not a duration is still the caller's error."""
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or math.isnan(ttl)
-                            or ttl <= 0):
-        raise ValueError(f"ttl {ttl!r} is not a positive number of seconds or None")
-
-
-def as_target(network: Network) -> Target:
-    return network.network_address if network.prefixlen == network.max_prefixlen else network
 
 
 def explain(error: BaseException, version: int) -> str:
@@ -159,21 +134,22 @@ class Tables:
 
     def read(self, version: int, action: str, reader: Callable[[object], T]) -> T:
         """`reader(table)` on a fresh snapshot of the table, changing nothing."""
-        table = self.table(version, action)
-        autocommit = table.autocommit
-        table.autocommit = False  # so refresh() drops the old handle instead of committing it
-        try:
-            table.refresh()
-            return reader(table)
-        except self.iptc.IPTCError as error:
-            raise BackendError(NAME, action, explain(error, version)) from None
-        finally:
-            table.autocommit = autocommit
+        with TABLE_LOCK:
+            table = self.table(version, action)
+            autocommit = table.autocommit
+            table.autocommit = False  # so refresh() drops the old handle instead of committing it
+            try:
+                table.refresh()
+                return reader(table)
+            except self.iptc.IPTCError as error:
+                raise BackendError(NAME, action, explain(error, version)) from None
+            finally:
+                table.autocommit = autocommit
 
     def change(self, version: int, action: str, change: Callable[[object], T]) -> T:
         """`change(table)` on a fresh snapshot, committed once: one kernel write for any number
         of rules (with autocommit, python-iptables rewrites the whole table after every rule)."""
-        with xtables_lock(action):
+        with TABLE_LOCK, xtables_lock(action):
             table = self.table(version, action)
             autocommit = table.autocommit
             table.autocommit = False
@@ -201,17 +177,23 @@ class Tables:
 
 def banned_sources(table, chain: str) -> dict[Network, list]:
     """{source network: its rules' libiptc entries} for the rules in `chain` that drop or reject
-    a source. Reads the entries directly: a python-iptables Rule costs ~60 us to build, this ~2 us."""
+    a source and match nothing else (a rule an administrator added with a protocol, interface,
+    destination or match is not a ban of ours). Reads the entries directly: a python-iptables
+    Rule costs ~60 us to build, this ~2 us."""
     found: dict[Network, list] = {}
     entry = table.first_rule(chain)
     while entry:
         header = entry.ipv6 if hasattr(entry, "ipv6") else entry.ip  # ip6t_entry / ipt_entry
         mask = int.from_bytes(bytes(header.smsk), "big")
         width, bits = 8 * len(bytes(header.smsk)), bin(mask).count("1")
-        if ((table.get_target(entry) or b"").decode() in BAN_TARGETS and bits and not header.invflags
+        plain = (entry.target_offset == ctypes.sizeof(entry) and not header.proto and not header.flags
+                 and not header.invflags and not any(bytes(header.dmsk)) and not header.iniface
+                 and not header.outiface)
+        if (plain and bits and (table.get_target(entry) or b"").decode() in BAN_TARGETS
                 and mask == ((1 << width) - 1) ^ ((1 << (width - bits)) - 1)):
             address = ipaddress.ip_address(bytes(header.src))
-            found.setdefault(ipaddress.ip_network((address, bits)), []).append(entry)
+            # Not strict: a source written with host bits set (libiptc keeps them) is its network.
+            found.setdefault(ipaddress.ip_network((address, bits), strict=False), []).append(entry)
         entry = table.next_rule(entry)
     return found
 

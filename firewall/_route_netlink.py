@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from .targets import Network
 
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RECEIVE_TIMEOUT = 10.0  # seconds
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x2, 0x4, 0x10
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x100, 0x200, 0x400, 0x300
@@ -56,6 +57,9 @@ class RouteSocket:
 
     def __init__(self) -> None:
         self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        # The kernel answers at once; a receive that waits this long (TimeoutError, an OSError the
+        # backend reports) means something is wrong, and must not hold the backend's lock forever.
+        self._socket.settimeout(RECEIVE_TIMEOUT)
         self._socket.bind((0, 0))
         self._sequence = 0
 
@@ -164,6 +168,6 @@ def describe(code: int) -> str:
     """An errno from a route request, said for an administrator."""
     if code in (errno.EPERM, errno.EACCES):
         return f"{os.strerror(code)}: needs CAP_NET_ADMIN (run the agent as root)"
-    if code == errno.EAFNOSUPPORT:
-        return f"{os.strerror(code)}: the kernel has no IPv6"
+    if code in (errno.EAFNOSUPPORT, errno.EOPNOTSUPP):
+        return f"{os.strerror(code)}: the kernel has no IPv6 (or it is disabled)"
     return os.strerror(code)

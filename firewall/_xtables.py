@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sysconfig
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +33,29 @@ class HookRule:
     ports: tuple[int, ...] = ()
 
 
+# python-iptables keeps one Table object per family for the whole process, shared by every
+# backend instance and thread; a refresh() in one thread frees the libiptc handle another is
+# using. The xtables flock does not cover that (no lock file, reads), so this lock does.
+TABLE_LOCK = threading.RLock()
+
+
+def import_iptc():
+    """The `iptc` module. Its import asks `ldconfig -v` (a process) where the xtables extensions
+    are unless XTABLES_LIBDIR says so, so say so where the usual directory exists."""
+    if "XTABLES_LIBDIR" not in os.environ:
+        multiarch = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
+        for directory in (f"/usr/lib/{multiarch}/xtables", "/usr/lib64/xtables", "/usr/lib/xtables"):
+            if os.path.isdir(directory):
+                os.environ["XTABLES_LIBDIR"] = directory
+                break
+    import iptc
+
+    return iptc
+
+
 def _iptc():
     try:
-        import iptc
+        iptc = import_iptc()
     except Exception as error:  # OSError or iptc.XTablesError when libxtables / libiptc are missing
         raise XtablesError(f"python-iptables is not usable ({error}): install python-iptables and iptables "
                            "(it loads libxtables and libiptc)") from error
@@ -84,7 +106,7 @@ def _explain(error: Exception, version: int) -> str:
 def _filter_table(version: int):
     """The filter table of `version` (4 or 6), refreshed; committed if the block succeeds."""
     iptc = _iptc()
-    with _xtables_lock():
+    with TABLE_LOCK, _xtables_lock():
         try:
             table = iptc.Table(iptc.Table.FILTER) if version == 4 else iptc.Table6(iptc.Table6.FILTER)
             previous = table.autocommit

@@ -8,21 +8,9 @@ from __future__ import annotations
 
 import re
 
-from . import BackendError, Target
-from ._iptables_xt import (
-    NAME,
-    VERDICTS,
-    Network,
-    Tables,
-    as_target,
-    ban_rule,
-    banned_sources,
-    check_ttl,
-    jump_rule,
-    jumps_to,
-    load_iptc,
-    normalise,
-)
+from . import BackendError, Target, refused_items
+from ._iptables_xt import NAME, VERDICTS, Tables, ban_rule, banned_sources, jump_rule, jumps_to, load_iptc
+from .targets import Network, as_network, as_target, check_ttl
 
 CHAIN_MAX = 28  # XT_EXTENSION_MAXNAMELEN 29 including the terminating NUL
 MULTIPORT_MAX = 15  # ports one multiport match holds
@@ -104,7 +92,7 @@ class IptablesBackend:
             try:
                 target, ttl = item
                 check_ttl(ttl)
-                network = normalise(target)
+                network = as_network(target)
                 if network.version not in self.versions:
                     raise ValueError("IPv6 is disabled for this jail (ipv6=False)")
                 wanted[network.version][network] = None
@@ -115,12 +103,11 @@ class IptablesBackend:
                 self._tables.change(version, f"ban {len(networks)} targets in jail {self.jail}",
                                     lambda table, networks=networks: self._add(table, networks))
         if refused:
-            shown = "; ".join(refused[:20]) + (f"; and {len(refused) - 20} more" if len(refused) > 20 else "")
-            raise BackendError(self.name, f"ban {len(refused)} of {len(items)} targets in jail {self.jail}", shown)
+            raise refused_items(self.name, self.jail, len(items), refused)
 
     def unban(self, target: Target) -> None:
         try:
-            network = normalise(target)
+            network = as_network(target)
         except (TypeError, ValueError) as error:
             raise BackendError(self.name, f"unban {target!r} in jail {self.jail}", str(error)) from None
         if network.version in self.versions:
@@ -150,16 +137,16 @@ class IptablesBackend:
         if not table.is_chain(self.chain):
             table.create_chain(self.chain)
         rule_class = self._rule_class(table)
-        missing = [jump_rule(iptc, rule_class, self.chain, protocol, self.ports) for protocol in self.protocols]
+        wanted = [jump_rule(iptc, rule_class, self.chain, protocol, self.ports) for protocol in self.protocols]
+        present = jumps_to(iptc, rule_class, table, self.parent, self.chain)
+        if len(present) == len(wanted) and all(sum(rule == jump for rule in present) == 1 for jump in wanted):
+            return  # exactly the jumps we want, each once: left where they are (an administrator may have moved them)
+        # Otherwise all go and the wanted ones come back at the top. libiptc deletes the first rule
+        # equal to the one given, so deleting only a duplicate could delete the one to keep.
         parent = iptc.Chain(table, self.parent)
-        for rule in jumps_to(iptc, rule_class, table, self.parent, self.chain):
-            # Keep the first jump of each kind we want; remove duplicates and outdated ones.
-            wanted = next((candidate for candidate in missing if candidate == rule), None)
-            if wanted is None:
-                parent.delete_rule(rule)
-            else:
-                missing.remove(wanted)
-        for rule in reversed(missing):
+        for rule in present:
+            parent.delete_rule(rule)
+        for rule in reversed(wanted):
             parent.insert_rule(rule)
 
     def _add(self, table, networks: dict[Network, None]) -> None:

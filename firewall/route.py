@@ -8,13 +8,12 @@ SYN-ACK has no route back, so no TCP connection (and no UDP reply) ever gets thr
 from __future__ import annotations
 
 import errno
-import ipaddress
-import math
 import threading
 import zlib
 
-from . import BackendError, Target
-from ._route_netlink import KINDS, Mark, Network, Request, RouteSocket, describe, has_net_admin
+from . import BackendError, Target, refused_items
+from ._route_netlink import KINDS, RECEIVE_TIMEOUT, Mark, Request, RouteSocket, describe, has_net_admin
+from .targets import Network, as_network, as_target, check_ttl
 
 # Routing protocol numbers at or above RTPROT_STATIC (4) are not interpreted by the kernel, only
 # stored and shown. 149 is unassigned in the kernel's rtnetlink.h and iproute2's rt_protos (8-18,
@@ -93,8 +92,8 @@ class RouteBackend:
         for item in items:
             try:
                 target, ttl = item
-                _check_ttl(ttl)
-                wanted[_normalise(target)] = item
+                check_ttl(ttl)
+                wanted[as_network(target)] = item
             except (TypeError, ValueError) as error:
                 refused.append(f"{item!r}: {error}")
         action = f"ban {len(wanted)} targets in jail {self.jail}"
@@ -117,12 +116,11 @@ class RouteBackend:
             if code not in (0, errno.EEXIST):
                 refused.append(f"{wanted[network]!r}: {describe(code)}")
         if refused:
-            shown = "; ".join(refused[:20]) + (f"; and {len(refused) - 20} more" if len(refused) > 20 else "")
-            raise BackendError(self.name, f"ban {len(refused)} of {len(items)} targets in jail {self.jail}", shown)
+            raise refused_items(self.name, self.jail, len(items), refused)
 
     def unban(self, target: Target) -> None:
         try:
-            network = _normalise(target)
+            network = as_network(target)
         except (TypeError, ValueError) as error:
             raise BackendError(self.name, f"unban {target!r} in jail {self.jail}", str(error)) from None
         action = f"unban {network} in jail {self.jail}"
@@ -132,7 +130,7 @@ class RouteBackend:
 
     def list(self) -> dict[Target, float | None]:
         """Every destination of this jail's routes, with None as ttl (routes have no expiry)."""
-        return {_as_target(network): None for network in self._routes(f"list jail {self.jail}", {4, 6})}
+        return {as_target(network): None for network in self._routes(f"list jail {self.jail}", {4, 6})}
 
     def teardown(self) -> None:
         """Delete this jail's routes (and no other), then close the socket."""
@@ -157,7 +155,7 @@ class RouteBackend:
                 codes = self._connected(action).apply(self.mark, requests)
             except OSError as error:
                 self._reset()
-                raise BackendError(self.name, action, describe(error.errno or 0)) from None
+                raise BackendError(self.name, action, _said(error)) from None
         if errno.EPERM in codes or errno.EACCES in codes:
             raise BackendError(self.name, action, describe(errno.EPERM))
         return {request.network: code for request, code in zip(requests, codes, strict=True)}
@@ -171,7 +169,7 @@ class RouteBackend:
                 return routes
             except OSError as error:
                 self._reset()
-                raise BackendError(self.name, action, describe(error.errno or 0)) from None
+                raise BackendError(self.name, action, _said(error)) from None
 
     def _connected(self, action: str) -> RouteSocket:
         if self._socket is None:
@@ -192,26 +190,7 @@ def _integer(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _check_ttl(ttl: object) -> None:
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or math.isnan(ttl)
-                            or ttl <= 0):
-        raise ValueError(f"ttl {ttl!r} is not a positive number of seconds or None")
-
-
-def _normalise(target: object) -> Network:
-    """`target` as a network (an address as /32 or /128), IPv4-mapped IPv6 as IPv4."""
-    if isinstance(target, ipaddress.IPv6Address) and target.ipv4_mapped is not None:
-        target = target.ipv4_mapped
-    if isinstance(target, ipaddress.IPv6Network) and target.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96")):
-        target = ipaddress.IPv4Network((int(target.network_address) & 0xFFFFFFFF, target.prefixlen - 96))
-    if isinstance(target, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return ipaddress.ip_network(target)
-    if isinstance(target, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        if target.prefixlen == 0:
-            raise ValueError(f"{target} would be a default route: it would cut this host off")
-        return target
-    raise ValueError(f"{target!r} is not an ipaddress address or network")
-
-
-def _as_target(network: Network) -> Target:
-    return network.network_address if network.prefixlen == network.max_prefixlen else network
+def _said(error: OSError) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer from the kernel within {RECEIVE_TIMEOUT:g} s"
+    return describe(error.errno) if error.errno else str(error)

@@ -7,15 +7,12 @@ iptables rules have no expiry, so there is no kernel-expiry test here: the agent
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from .conftest import require_root, require_tools
-from .netns import REPO, Link, NetworkNamespace
-from .polling import wait_until
+from .netns import REPO, NetworkNamespace, listening_pair
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.iptables import IptablesBackend\n"
           "ip, net = ipaddress.ip_address, ipaddress.ip_network\n"
@@ -52,6 +49,18 @@ def test_setup_twice_creates_the_chain_and_one_jump_at_the_top(ns):
                          "-A INPUT -s 198.51.100.9/32 -j ACCEPT"]
     assert rules(ns, 6)[3:] == ["-N jw-sshd", "-A INPUT -p tcp -m multiport --dports 22,2222 -j jw-sshd"]
 
+
+def test_setup_keeps_a_moved_jump_and_leaves_one_at_the_top_of_duplicates(ns):
+    in_ns(ns, "b.setup()")
+    ns.run("iptables-legacy", "-w", "-D", "INPUT", "-j", "jw-sshd")
+    ns.run("iptables-legacy", "-w", "-A", "INPUT", "-s", "198.51.100.9", "-j", "ACCEPT")
+    ns.run("iptables-legacy", "-w", "-A", "INPUT", "-j", "jw-sshd")  # moved below the admin's ACCEPT
+    in_ns(ns, "b.setup()")
+    assert rules(ns)[4:] == ["-A INPUT -s 198.51.100.9/32 -j ACCEPT", "-A INPUT -j jw-sshd"]
+
+    ns.run("iptables-legacy", "-w", "-I", "INPUT", "-j", "jw-sshd")
+    in_ns(ns, "b.setup()")
+    assert rules(ns)[4:] == ["-A INPUT -j jw-sshd", "-A INPUT -s 198.51.100.9/32 -j ACCEPT"]
 
 def test_setup_with_other_options_replaces_the_jump(ns):
     in_ns(ns, "b.setup()", protocol="tcp", ports=(22,))
@@ -171,6 +180,46 @@ def test_setup_repairs_what_an_administrator_flushed_or_deleted(ns):
     assert rules(ns)[3:] == ["-N jw-sshd", "-A INPUT -j jw-sshd", "-A jw-sshd -s 192.0.2.15/32 -j DROP"]
 
 
+def test_a_rule_an_administrator_added_with_other_matches_is_not_taken_for_a_ban(ns):
+    in_ns(ns, "b.setup()")
+    ns.run("iptables-legacy", "-w", "-A", "jw-sshd", "-s", "192.0.2.50", "-p", "udp", "-j", "DROP")
+    ns.run("iptables-legacy", "-w", "-A", "jw-sshd", "-s", "192.0.2.51", "-i", "lo", "-j", "DROP")
+    ns.run("ip6tables-legacy", "-w", "-A", "jw-sshd", "-s", "2001:db8::52", "-m", "tcp", "-p", "tcp",
+           "--dport", "22", "-j", "REJECT")
+
+    listed = in_ns(ns, "b.ban(ip('192.0.2.50'), 600); b.ban(ip('2001:db8::52'), 600); print(json.dumps(listed(b)))")
+
+    # Both addresses got a ban of their own: the udp-only DROP would have left TCP open.
+    assert listed == {"192.0.2.50": None, "2001:db8::52": None}
+    assert "-A jw-sshd -s 192.0.2.50/32 -j DROP" in rules(ns, 4, "jw-sshd")
+    assert "-A jw-sshd -s 2001:db8::52/128 -j DROP" in rules(ns, 6, "jw-sshd")
+    in_ns(ns, "b.unban(ip('192.0.2.50'))")
+    assert rules(ns, 4, "jw-sshd")[1:] == ["-A jw-sshd -s 192.0.2.50/32 -p udp -j DROP",
+                                           "-A jw-sshd -s 192.0.2.51/32 -i lo -j DROP"]
+
+
+def test_two_jails_banning_from_two_threads_at_once_lose_nothing(ns):
+    """python-iptables shares one table handle per process between every jail and thread."""
+    counts = in_ns(ns, """
+        import threading
+        jails = [IptablesBackend(name) for name in ("one", "two", "three")]
+        for jail in jails:
+            jail.setup()
+        def ban(jail, base):
+            for i in range(40):
+                jail.ban(ip(base + i), None)
+                jail.list()
+        threads = [threading.Thread(target=ban, args=(jail, 0xC0000200 + 64 * n)) for n, jail in enumerate(jails)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(json.dumps([len(jail.list()) for jail in jails]))
+    """)
+
+    assert counts == [40, 40, 40]
+    assert [len(rules(ns, 4, f"jw-{name}")) for name in ("one", "two", "three")] == [41, 41, 41]
+
 def test_only_the_filter_table_is_touched(ns):
     # python-iptables opens every table to resolve a jump target, which creates them in the kernel.
     in_ns(ns, "b.setup(); b.ban(ip('192.0.2.16'), None); b.ban(ip('2001:db8::16'), None); b.list(); b.teardown()")
@@ -232,49 +281,12 @@ def test_ban_many_of_10000_is_one_commit_per_table_and_fast(ns):
 
 # -- packets
 
-SERVER = """
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", {port})); s.listen(64)
-while True:
-    s.accept()[0].close()
-"""
-
-CONNECT = """
-import json, socket
-s = socket.socket(socket.AF_INET6 if ":" in {address!r} else socket.AF_INET)
-s.settimeout({timeout})
-try:
-    s.connect(({address!r}, {port})); print(json.dumps("connected"))
-except OSError as e:
-    print(json.dumps(type(e).__name__))
-"""
-
-
 @pytest.fixture
 def pair(interpreter):
     require_root()
     require_tools(*TOOLS)
-    with NetworkNamespace("jwipa", interpreter) as a, NetworkNamespace("jwipb") as b:
-        link = Link(a, b)
-        servers = [a.popen(sys.executable, "-c", SERVER.format(port=port), stdout=subprocess.DEVNULL)
-                   for port in (8022, 8023)]
-        try:
-            for port in (8022, 8023):
-                for address in (link.a4, link.a6):
-                    wait_until(lambda address=address, port=port: connect(link, address, port) == "connected",
-                               f"listener on [{address}]:{port}")
-            yield link
-        finally:
-            for server in servers:
-                server.kill()
-                server.wait()
-
-
-def connect(link: Link, address: str, port: int = 8022, timeout: float = 0.4) -> str:
-    return link.b.python(CONNECT.format(address=address, port=port, timeout=timeout))
+    with listening_pair("jwipt", interpreter) as link:
+        yield link
 
 
 def test_packets_from_a_banned_address_are_dropped_until_unban(pair):
@@ -282,15 +294,15 @@ def test_packets_from_a_banned_address_are_dropped_until_unban(pair):
     in_ns(link.a, "b.setup()")
 
     in_ns(link.a, f"b.ban(ip({link.b4!r}), 600); b.ban(ip({link.b6!r}), 600)")
-    assert connect(link, link.a4) == "TimeoutError" and connect(link, link.a6) == "TimeoutError"
+    assert link.connect(link.a4) == "TimeoutError" and link.connect(link.a6) == "TimeoutError"
 
     in_ns(link.a, f"b.unban(ip({link.b4!r})); b.unban(ip({link.b6!r}))")
-    assert connect(link, link.a4) == "connected" and connect(link, link.a6) == "connected"
+    assert link.connect(link.a4) == "connected" and link.connect(link.a6) == "connected"
 
     in_ns(link.a, f"b.ban(net({link.b4 + '/24'!r}, strict=False), None)")  # a network
-    assert connect(link, link.a4) == "TimeoutError"
+    assert link.connect(link.a4) == "TimeoutError"
     in_ns(link.a, f"b.unban(net({link.b4 + '/24'!r}, strict=False))")
-    assert connect(link, link.a4) == "connected"
+    assert link.connect(link.a4) == "connected"
 
 
 def test_reject_on_the_jails_port_refuses_at_once_and_leaves_other_ports(pair):
@@ -301,8 +313,8 @@ def test_reject_on_the_jails_port_refuses_at_once_and_leaves_other_ports(pair):
     # ICMP port unreachable: refused, not left to time out; the other port is not the jail's. Over
     # veth the ICMPv6 error can arrive while connect() still holds the socket lock (the kernel
     # counts TcpExtLockDroppedIcmps), so the refusal may only come with the SYN resent after 1 s.
-    assert connect(link, link.a4, timeout=3) == "ConnectionRefusedError"
-    assert connect(link, link.a6, timeout=3) == "ConnectionRefusedError"
-    assert connect(link, link.a4, 8023) == "connected" and connect(link, link.a6, 8023) == "connected"
+    assert link.connect(link.a4, timeout=3) == "ConnectionRefusedError"
+    assert link.connect(link.a6, timeout=3) == "ConnectionRefusedError"
+    assert link.connect(link.a4, 8023) == "connected" and link.connect(link.a6, 8023) == "connected"
     in_ns(link.a, f"b.unban(ip({link.b4!r})); b.unban(ip({link.b6!r}))", **options)
-    assert connect(link, link.a4) == "connected" and connect(link, link.a6) == "connected"
+    assert link.connect(link.a4) == "connected" and link.connect(link.a6) == "connected"

@@ -9,8 +9,6 @@ Routes have no expiry, so there is no kernel-expiry test here: the agent unbans.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import zlib
 
@@ -19,7 +17,7 @@ import pytest
 from firewall._route_netlink import BATCH
 
 from .conftest import require_root, require_tools
-from .netns import REPO, Link, NetworkNamespace
+from .netns import REPO, NetworkNamespace, listening_pair
 from .polling import wait_until
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.route import RouteBackend\n"
@@ -137,7 +135,7 @@ def test_bad_items_in_ban_many_are_named_and_the_rest_is_banned(ns):
     assert "ban 3 of 5 targets in jail sshd" in error
     assert "('192.0.2.2', 60): '192.0.2.2' is not an ipaddress address" in error
     assert "(IPv4Address('192.0.2.3'), -5): ttl -5 is not a positive number" in error
-    assert "0.0.0.0/0 would be a default route" in error
+    assert "0.0.0.0/0 would ban every address" in error
     assert {destination for _, destination, _ in routes(ns)} == {"192.0.2.1", "2001:db8::1"}
 
 
@@ -227,45 +225,12 @@ def test_ban_many_of_10000_is_batched_and_fast(ns):
 
 # -- packets
 
-SERVER = """
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", 8022)); s.listen(64)
-while True:
-    s.accept()[0].close()
-"""
-
-CONNECT = """
-import json, socket
-s = socket.socket(socket.AF_INET6 if ":" in {address!r} else socket.AF_INET)
-s.settimeout(0.4)
-try:
-    s.connect(({address!r}, 8022)); print(json.dumps("connected"))
-except OSError as e:
-    print(json.dumps(type(e).__name__))
-"""
-
-
 @pytest.fixture
 def pair(interpreter):
     require_root()
     require_tools("ip")
-    with NetworkNamespace("jwrta", interpreter) as a, NetworkNamespace("jwrtb") as b:
-        link = Link(a, b)
-        server = a.popen(sys.executable, "-c", SERVER, stdout=subprocess.DEVNULL)
-        try:
-            for address in (link.a4, link.a6):
-                wait_until(lambda address=address: connect(link, address) == "connected", f"listener on {address}")
-            yield link
-        finally:
-            server.kill()
-            server.wait()
-
-
-def connect(link: Link, address: str) -> str:
-    return link.b.python(CONNECT.format(address=address))
+    with listening_pair("jwrt", interpreter) as link:
+        yield link
 
 
 def listen_drops(namespace: NetworkNamespace) -> int:
@@ -281,24 +246,24 @@ def test_a_blackhole_route_to_the_client_cuts_it_off_until_unban(pair):
 
     in_ns(link.a, f"b.ban(ip({link.b4!r}), 600); b.ban(ip({link.b6!r}), 600)")
     drops = listen_drops(link.a)
-    assert connect(link, link.a4) == "TimeoutError" and connect(link, link.a6) == "TimeoutError"
+    assert link.connect(link.a4) == "TimeoutError" and link.connect(link.a6) == "TimeoutError"
     # The SYNs did arrive (a route ban stops only the answers): the listener dropped them for
     # want of a route back to the client.
     assert listen_drops(link.a) >= drops + 2
 
     in_ns(link.a, f"b.unban(ip({link.b4!r})); b.unban(ip({link.b6!r}))")
-    wait_until(lambda: connect(link, link.a4) == "connected", "IPv4 connect after unban")
-    wait_until(lambda: connect(link, link.a6) == "connected", "IPv6 connect after unban")
+    wait_until(lambda: link.connect(link.a4) == "connected", "IPv4 connect after unban")
+    wait_until(lambda: link.connect(link.a6) == "connected", "IPv6 connect after unban")
 
     # A network: a /25 is longer than the on-link /24, so it wins the route lookup.
     in_ns(link.a, f"b.ban(net({link.b4 + '/25'!r}, strict=False), None)")
-    assert connect(link, link.a4) == "TimeoutError"
+    assert link.connect(link.a4) == "TimeoutError"
     in_ns(link.a, f"b.unban(net({link.b4 + '/25'!r}, strict=False))")
-    wait_until(lambda: connect(link, link.a4) == "connected", "IPv4 connect after the network's unban")
+    wait_until(lambda: link.connect(link.a4) == "connected", "IPv4 connect after the network's unban")
 
 
 def test_a_ban_loses_to_a_route_with_the_same_prefix_and_a_lower_metric(pair):
     # Documented limit: the on-link 10.251.X.0/24 route has metric 0, a ban of that /24 has the jail's.
     link = pair
     in_ns(link.a, f"b.ban(net({link.b4 + '/24'!r}, strict=False), None)")
-    assert connect(link, link.a4) == "connected"
+    assert link.connect(link.a4) == "connected"
