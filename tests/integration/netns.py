@@ -7,7 +7,8 @@ that calls them) with the namespace's `interpreter` (this test run's by default,
 /usr/bin/python3 with the distribution's pyroute2 and python-iptables) and returns what the
 code printed as JSON on its last line. `run(*argv)` runs
 a command there, such as `ipset list` or `nft -j list ruleset`, to read the kernel's own view.
-`Link` joins two namespaces with a veth pair for tests that send real packets.
+`Link` joins two namespaces with a veth pair for tests that send real packets, and
+`listening_pair` gives such a pair with TCP listeners in the first and `connect()` from the second.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +79,53 @@ class Link:
             ns.run("ip", "addr", "add", f"{v4}/24", "dev", link)
             ns.run("ip", "-6", "addr", "add", f"{v6}/64", "dev", link, "nodad")
             ns.run("ip", "link", "set", link, "up")
+
+    def connect(self, address: str, port: int = 8022, timeout: float = 0.4) -> str:
+        """A TCP connection from `b` to `address`: "connected", or the exception's name
+        ("TimeoutError" for dropped packets, "ConnectionRefusedError" for a reject)."""
+        return self.b.python(_CONNECT.format(address=address, port=port, timeout=timeout))
+
+
+# A dual-stack TCP listener that accepts and closes every connection.
+_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", {port})); s.listen(64)
+while True:
+    s.accept()[0].close()
+"""
+
+_CONNECT = """
+import json, socket
+s = socket.socket(socket.AF_INET6 if ":" in {address!r} else socket.AF_INET)
+s.settimeout({timeout})
+try:
+    s.connect(({address!r}, {port})); print(json.dumps("connected"))
+except OSError as e:
+    print(json.dumps(type(e).__name__))
+"""
+
+
+@contextmanager
+def listening_pair(prefix: str, interpreter: str = sys.executable,
+                   ports: tuple[int, ...] = (8022, 8023)) -> Iterator[Link]:
+    """Namespaces `a` (firewall code runs there under `interpreter`) and `b` joined by a Link, with
+    a listener on each port in `a`, each answering on IPv4 and IPv6 before this yields."""
+    from .polling import wait_until
+
+    with NetworkNamespace(f"{prefix}a", interpreter) as a, NetworkNamespace(f"{prefix}b") as b:
+        link = Link(a, b)
+        servers = [a.popen(sys.executable, "-c", _SERVER.format(port=port), stdout=subprocess.DEVNULL)
+                   for port in ports]
+        try:
+            for port in ports:
+                for address in (link.a4, link.a6):
+                    wait_until(lambda address=address, port=port: link.connect(address, port) == "connected",
+                               f"listener on [{address}]:{port}")
+            yield link
+        finally:
+            for server in servers:
+                server.kill()
+                server.wait()

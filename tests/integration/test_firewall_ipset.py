@@ -5,8 +5,6 @@ really dropped or rejected between two namespaces."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -15,7 +13,7 @@ from firewall import BackendError
 from firewall.ipset import IpsetBackend
 
 from .conftest import require_root, require_tools
-from .netns import REPO, Link, NetworkNamespace
+from .netns import REPO, NetworkNamespace, listening_pair
 from .polling import wait_until
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.ipset import IpsetBackend\n"
@@ -318,78 +316,40 @@ def test_ban_many_of_10000_is_batched_and_fast(ns):
 
 # -- packets
 
-SERVER = """
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", {port})); s.listen(64)
-while True:
-    s.accept()[0].close()
-"""
-
-CONNECT = """
-import json, socket
-s = socket.socket(socket.AF_INET6 if ":" in {address!r} else socket.AF_INET)
-s.settimeout({timeout})
-try:
-    s.connect(({address!r}, {port})); print(json.dumps("connected"))
-except OSError as e:
-    print(json.dumps(type(e).__name__))
-"""
-
-
 @pytest.fixture
 def pair(interpreter):
     require_root()
     require_tools(*TOOLS)
-    with NetworkNamespace("jwipa", interpreter) as a, NetworkNamespace("jwipb") as b:
-        link = Link(a, b)
-        servers = [a.popen(sys.executable, "-c", SERVER.format(port=port), stdout=subprocess.DEVNULL)
-                   for port in (8022, 8023)]
-        try:
-            yield link
-        finally:
-            for server in servers:
-                server.kill()
-                server.wait()
-
-
-def connect(link: Link, address: str, port: int = 8022, timeout: float = 0.4) -> str:
-    return link.b.python(CONNECT.format(address=address, port=port, timeout=timeout))
+    with listening_pair("jwip", interpreter) as link:
+        yield link
 
 
 def test_packets_from_a_banned_address_are_dropped_until_unban_or_kernel_expiry(pair):
     link = pair
-    for address in (link.a4, link.a6):
-        wait_until(lambda address=address: connect(link, address) == "connected", f"listener on {address}")
     in_ns(link.a, "b.setup()")
 
     in_ns(link.a, f"b.ban(ip({link.b4!r}), 600); b.ban(ip({link.b6!r}), 600)")
-    assert connect(link, link.a4) == "TimeoutError" and connect(link, link.a6) == "TimeoutError"
+    assert link.connect(link.a4) == "TimeoutError" and link.connect(link.a6) == "TimeoutError"
 
     in_ns(link.a, f"b.unban(ip({link.b4!r})); b.unban(ip({link.b6!r}))")
-    assert connect(link, link.a4) == "connected" and connect(link, link.a6) == "connected"
+    assert link.connect(link.a4) == "connected" and link.connect(link.a6) == "connected"
 
     # Networks, ended by the kernel alone: the process that banned them has exited.
     in_ns(link.a, f"b.ban(net({link.b4 + '/24'!r}, strict=False), 2); b.ban(net({link.b6 + '/64'!r}, strict=False), 2)")
-    assert connect(link, link.a4) == "TimeoutError" and connect(link, link.a6) == "TimeoutError"
-    wait_until(lambda: connect(link, link.a4) == "connected", "the kernel to expire the 2 s IPv4 ban")
-    wait_until(lambda: connect(link, link.a6) == "connected", "the kernel to expire the 2 s IPv6 ban")
+    assert link.connect(link.a4) == "TimeoutError" and link.connect(link.a6) == "TimeoutError"
+    wait_until(lambda: link.connect(link.a4) == "connected", "the kernel to expire the 2 s IPv4 ban")
+    wait_until(lambda: link.connect(link.a6) == "connected", "the kernel to expire the 2 s IPv6 ban")
 
 
 def test_reject_on_the_jails_port_refuses_at_once_and_leaves_other_ports(pair):
     link = pair
-    for address, port in ((link.a4, 8022), (link.a4, 8023), (link.a6, 8023)):
-        wait_until(lambda address=address, port=port: connect(link, address, port) == "connected",
-                   f"listener on {address} port {port}")
     options = {"action": "reject", "protocol": "tcp", "ports": (8022,)}
     in_ns(link.a, f"b.setup(); b.ban(ip({link.b4!r}), 600); b.ban(ip({link.b6!r}), None)", **options)
 
-    assert connect(link, link.a4) == "ConnectionRefusedError"  # ICMP port unreachable, not a timeout
+    assert link.connect(link.a4) == "ConnectionRefusedError"  # ICMP port unreachable, not a timeout
     # Seen on Linux 6.18: TCP ignores the ICMPv6 error to the first SYN, and takes the one to the
     # SYN sent again after 1 s.
-    assert connect(link, link.a6, timeout=3) == "ConnectionRefusedError"
-    assert connect(link, link.a4, 8023) == "connected" and connect(link, link.a6, 8023) == "connected"
+    assert link.connect(link.a6, timeout=3) == "ConnectionRefusedError"
+    assert link.connect(link.a4, 8023) == "connected" and link.connect(link.a6, 8023) == "connected"
     in_ns(link.a, f"b.unban(ip({link.b4!r}))", **options)
-    assert connect(link, link.a4) == "connected"
+    assert link.connect(link.a4) == "connected"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -17,7 +15,7 @@ from firewall._nftables_ruleset import fit_networks
 from firewall.libnftables import Libnftables
 
 from .conftest import require_root, require_tools
-from .netns import REPO, Link, NetworkNamespace
+from .netns import REPO, NetworkNamespace, listening_pair
 from .polling import wait_until
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.nftables import NftablesBackend\n"
@@ -237,72 +235,35 @@ def test_ban_many_of_10000_is_batched_and_fast(ns):
 
 # -- packets
 
-SERVER = """
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", {port})); s.listen(64)
-while True:
-    s.accept()[0].close()
-"""
-
-CONNECT = """
-import json, socket
-s = socket.socket(socket.AF_INET6 if ":" in {address!r} else socket.AF_INET)
-s.settimeout(0.4)
-try:
-    s.connect(({address!r}, {port})); print(json.dumps("connected"))
-except OSError as e:
-    print(json.dumps(type(e).__name__))
-"""
-
-
 @pytest.fixture
 def pair(interpreter):
     require_root()
     require_tools("ip", "nft")
-    with NetworkNamespace("jwnfa", interpreter) as a, NetworkNamespace("jwnfb") as b:
-        link = Link(a, b)
-        servers = [a.popen(sys.executable, "-c", SERVER.format(port=port), stdout=subprocess.DEVNULL)
-                   for port in (8022, 8023)]
-        try:
-            yield link
-        finally:
-            for server in servers:
-                server.kill()
-                server.wait()
-
-
-def connect(link: Link, address: str, port: int = 8022) -> str:
-    return link.b.python(CONNECT.format(address=address, port=port))
+    with listening_pair("jwnf", interpreter) as link:
+        yield link
 
 
 def test_packets_from_a_banned_address_are_dropped_until_unban_or_kernel_expiry(pair):
     link = pair
-    for address in (link.a4, link.a6):
-        wait_until(lambda address=address: connect(link, address) == "connected", f"listener on {address}")
     in_ns(link.a, "b.setup()")
 
     in_ns(link.a, f"b.ban(ip({link.b4!r}), 600); b.ban(ip({link.b6!r}), 600)")
-    assert connect(link, link.a4) == "TimeoutError" and connect(link, link.a6) == "TimeoutError"
+    assert link.connect(link.a4) == "TimeoutError" and link.connect(link.a6) == "TimeoutError"
 
     in_ns(link.a, f"b.unban(ip({link.b4!r})); b.unban(ip({link.b6!r}))")
-    assert connect(link, link.a4) == "connected" and connect(link, link.a6) == "connected"
+    assert link.connect(link.a4) == "connected" and link.connect(link.a6) == "connected"
 
     in_ns(link.a, f"b.ban(net({link.b4 + '/24'!r}, strict=False), 2)")  # a network, expired by the kernel
-    assert connect(link, link.a4) == "TimeoutError"
-    wait_until(lambda: connect(link, link.a4) == "connected", "the kernel to expire the 2 s ban")
+    assert link.connect(link.a4) == "TimeoutError"
+    wait_until(lambda: link.connect(link.a4) == "connected", "the kernel to expire the 2 s ban")
 
 
 def test_reject_on_the_jails_port_refuses_at_once_and_leaves_other_ports(pair):
     link = pair
-    for port in (8022, 8023):
-        wait_until(lambda port=port: connect(link, link.a4, port) == "connected", f"listener on {port}")
     options = {"action": "reject", "protocol": "tcp", "ports": (8022,)}
     in_ns(link.a, f"b.setup(); b.ban(ip({link.b4!r}), 600)", **options)
 
-    assert connect(link, link.a4) == "ConnectionRefusedError"  # a TCP reset, not a timeout
-    assert connect(link, link.a4, 8023) == "connected"
+    assert link.connect(link.a4) == "ConnectionRefusedError"  # a TCP reset, not a timeout
+    assert link.connect(link.a4, 8023) == "connected"
     in_ns(link.a, f"b.unban(ip({link.b4!r}))", **options)
-    assert connect(link, link.a4) == "connected"
+    assert link.connect(link.a4) == "connected"
