@@ -63,6 +63,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import journal_bench_fail2ban as f2b  # noqa: E402 - the repository goes on the path first
+from bench_sshd import ensure_fail2ban  # noqa: E402
 from journal_bench_agent import AgentRun  # noqa: E402
 
 from agent.config import JournalConfig  # noqa: E402
@@ -490,6 +491,8 @@ def main() -> int:
                               "log's asctime, ms resolution, +0.5 ms)",
                     "args": {k: v for k, v in vars(args).items() if k != "send"}}
     started = time.monotonic()
+    if not args.no_fail2ban:
+        ensure_fail2ban()  # Debian's package and python3-systemd, installed if absent (its service never started)
     try:
         jw = report["jailwarden"] = {"poll_interval": DEFAULT_POLL}
         if args.no_latency:

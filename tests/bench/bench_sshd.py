@@ -136,9 +136,11 @@ class ToolResult:
 
 
 def ensure_fail2ban() -> Path:
-    """Returns fail2ban-regex's path, installing Debian's fail2ban without starting it."""
+    """Returns fail2ban-regex's path, installing Debian's fail2ban without starting it, with
+    python3-systemd (only recommended by the package), which its systemd backend needs."""
     found = shutil.which("fail2ban-regex")
-    if found:
+    journal = subprocess.run(["/usr/bin/python3", "-c", "import systemd.journal"], capture_output=True).returncode == 0
+    if found and journal:
         return Path(found)
     if os.geteuid() != 0:
         raise SetupFailed("fail2ban-regex is missing; run as root to install it, or: apt-get install fail2ban")
@@ -151,7 +153,7 @@ def ensure_fail2ban() -> Path:
     POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
     POLICY_RC_D.chmod(0o755)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "fail2ban"]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "fail2ban", "python3-systemd"]
     try:
         print("bench: installing fail2ban (service start forbidden by policy-rc.d)")
         if subprocess.run(install, env=env, check=False).returncode != 0:
