@@ -195,6 +195,14 @@ class BanBook:
         else:
             self._drop_from_schedule(current)
 
+    def restore_history(self, jail: str, address: Address, offence: int, released: float) -> None:
+        """Re-add a past ban read from the store, so the next ban of the address counts it."""
+        self._remember(Ban(jail, address, released, released, offence), released)
+
+    def next_offence(self, jail: str, address: Address, now: float) -> int:
+        """The offence number a new ban of `address` in `jail` would get now."""
+        return self._previous_offence(jail, address, now) + 1
+
     def active(self, jail: str | None = None) -> list[Ban]:
         """Active bans (of one jail, or all), each jail's in the order they were banned."""
         if jail is not None:

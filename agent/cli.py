@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from agent.cli_control import cmd_ban, cmd_bans, cmd_reload, cmd_status, cmd_unban
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
 from parsers.filter import FilterError, Verdict
@@ -215,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"jailwarden: not starting: {len(errors.errors)} problem(s) in the configuration "
               f"(`jailwarden check-config --config {path}` lists them)", file=sys.stderr)
         return 1
-    agent = Agent(config, filter_dir=path.parent / "filter.d", dry_run=args.dry_run)
+    agent = Agent(config, filter_dir=path.parent / "filter.d", dry_run=args.dry_run, config_path=path)
     return asyncio.run(agent.run())
 
 
@@ -262,6 +263,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log each failure and ban decision; change no firewall")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=cmd_run)
+    def control(name: str, func, help: str, description: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help, description=description)
+        command.add_argument("--config", default=DEFAULT_CONFIG,
+                             help=f"main config file, for the socket's path (default {DEFAULT_CONFIG})")
+        command.add_argument("--socket", default=None, metavar="PATH",
+                             help="the daemon's control socket (instead of the config's)")
+        command.add_argument("--json", action="store_true", help="print the result as one JSON document")
+        command.set_defaults(func=func, parser=command)
+        return command
+
+    status = control("status", cmd_status, "show the running agent's jails and sources",
+                     "Ask the running agent for its jails, sources and counts; with JAIL, that jail and its bans.")
+    status.add_argument("jail", metavar="JAIL", nargs="?", default=None)
+    bans = control("bans", cmd_bans, "list active bans", "List the running agent's active bans.")
+    bans.add_argument("--jail", default=None, metavar="JAIL", help="only this jail's bans")
+    ban = control("ban", cmd_ban, "ban an address in a jail",
+                  "Ban ADDRESS in JAIL now, for the jail's bantime (with its increment for repeat "
+                  "offences) or the given duration.")
+    ban.add_argument("jail", metavar="JAIL")
+    ban.add_argument("address", metavar="ADDRESS")
+    ban.add_argument("--for", dest="duration", default=None, metavar="DURATION",
+                     help='how long: 600, "10m", "1h30m", or "permanent"')
+    unban = control("unban", cmd_unban, "lift bans",
+                    "Lift the bans of ADDRESS (in every jail, or in JAIL), or with --all every ban "
+                    "(of --jail J).")
+    unban.usage = "jailwarden unban [options] [JAIL] ADDRESS | --all [--jail JAIL]"
+    unban.add_argument("targets", metavar="[JAIL] ADDRESS", nargs="*")
+    unban.add_argument("--all", action="store_true", help="lift every ban (of --jail J)")
+    unban.add_argument("--jail", default=None, metavar="JAIL", help="only in this jail")
+    control("reload", cmd_reload, "reload the configuration",
+            "Make the running agent re-read its configuration and filters; a configuration with "
+            "problems is refused and the running one kept.")
     return parser
 
 

@@ -79,6 +79,9 @@ class AgentConfig:
     backend: str = "ipset"
     ignore: tuple[Network, ...] = _LOOPBACK
     history_window: float = WEEK  # how long a past ban makes the next one longer
+    # Bans stay in the firewall when the agent stops (so a restart opens no window); false lifts
+    # them (each backend's teardown) on a clean stop.
+    keep_bans_on_stop: bool = True
 
 
 @dataclass(slots=True, frozen=True)
@@ -233,7 +236,7 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
             _mark(item, path + (key,), file, origins)
 
 
-_AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window")
+_AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "keep_bans_on_stop")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
     "require_trusted", "ports", "protocol",
@@ -291,7 +294,8 @@ class _Checker:
         return options
 
     def agent(self, table: dict) -> dict[str, Any]:
-        converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend}
+        converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend,
+                      "keep_bans_on_stop": boolean}
         values = self.read(table, ("agent",), converters | {"history_window": parse_duration})
         return values | self.read_lists(table, ("agent",), {"ignore": network})
 

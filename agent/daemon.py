@@ -1,118 +1,81 @@
-"""The agent process: config -> sources -> pipeline -> firewall backends on one asyncio loop,
-with the checkpoint saved as it goes. In dry-run mode each failure and each ban decision is
-logged and nothing touches the kernel."""
+"""The agent process: config -> sources -> pipeline -> firewall backends and the store, on one
+asyncio loop, with the control socket and systemd's notifications. In dry-run mode each failure
+and each ban decision is logged and nothing touches the kernel."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
+import math
 import signal
 import time
 from pathlib import Path
 
-from agent import state
-from agent.addresses import AddressSet
-from agent.host import own_addresses
-from agent.bans import Ban, BanBook
+from agent import restore
+from agent.addresses import Address, AddressSet
+from agent.bans import Ban, BanBook, BanPolicy
+from agent.commands import Commands
 from agent.config import Config
+from agent.control import ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
-from agent.jail import Jail
-from agent.pipeline import JailSetup, Outcome, Pipeline
+from agent.host import own_addresses
+from agent.jails import build_jails
+from agent.notify import Notifier
+from agent.pipeline import Outcome, Pipeline
+from agent.recording import Recorder, position_text
 from agent.sources import SourceError, source_class
-from parsers.filter import Filter, FilterError
-from parsers.filterfile import SHIPPED_DIR, find_filter, load_filter
 
 log = logging.getLogger("jailwarden")
 
-# How often the checkpoint is written while entries are being applied. A crash loses nothing
-# read from the journal (it is read again from the saved position); syslog failures received
-# since the last save are lost with the process's memory.
-CHECKPOINT_INTERVAL = 1.0
-STATE_FILE = "checkpoint.json"
-
-
-def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list[str]]:
-    """The enabled jails with their filters; a jail whose filter cannot be loaded is left out
-    and its problem returned, so the others still run."""
-    setups, problems = [], []
-    filters: dict[tuple[Path, str | None], Filter] = {}
-    for name, jail in config.jails.items():
-        if not jail.enabled:
-            continue
-        try:
-            if jail.filter.startswith("fail2ban:"):
-                raise FilterError(jail.filter, "", "Fail2Ban filters are not supported by this version")
-            path = find_filter(jail.filter, [filter_dir, SHIPPED_DIR])
-            key = (path, jail.mode)
-            if key not in filters:
-                filters[key] = load_filter(path, mode=jail.mode)
-        except FilterError as error:
-            problems.append(f"jail {name}: not started: {error}")
-            continue
-        flt = filters[key]
-        counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
-                       require_trusted=jail.require_trusted)
-        setups.append(JailSetup(name, flt, counter, jail.policy))
-        if jail.require_trusted and not flt.journal and config.sources.journal.enabled:
-            problems.append(f"jail {name}: filter {flt.name!r} names no journal fields, so journal entries are "
-                            f"known only by SYSLOG_IDENTIFIER, which any local user can write; with "
-                            f"require_trusted = true none of them count (syslog from allowed senders still does)")
-    return setups, problems
+STORE_FILE = "jailwarden.db"
+LEGACY_CHECKPOINT = "checkpoint.json"  # what versions before the store kept; imported once
+STATUS_INTERVAL = 5.0  # seconds between STATUS= updates to systemd
 
 
 class Agent:
-    def __init__(self, config: Config, *, filter_dir: Path, dry_run: bool = True) -> None:
+    def __init__(self, config: Config, *, filter_dir: Path, dry_run: bool = True,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.filter_dir = filter_dir
+        self.config_path = config_path
         self.dry_run = dry_run
         setups, self.problems = build_jails(config, filter_dir)
         self.pipeline = Pipeline(setups, BanBook(history_window=config.agent.history_window))
-        self.state_path = config.agent.state_dir / STATE_FILE
+        self.counters = {name: {"failures": 0, "bans": 0} for name in self.pipeline.jails}
         self.sources: list = []
-        self._journal = None
-        # The journal position of the loaded checkpoint, kept while no journal source runs so a
-        # source that failed to start does not make the next start read history twice.
-        self._saved_position = None
-        self._dirty = False
-        self._saving: asyncio.Future | None = None  # the periodic save running in a thread
-        self._stopping: asyncio.Event | None = None
+        self.journal = None
+        self.saved_position: tuple[str, int] | None = None  # kept while no journal source runs
+        self.started = time.time()
+        self.own: frozenset[Address] = frozenset()  # this host's addresses, never banned
+        self.recorder = Recorder(config.agent.state_dir / STORE_FILE, self._snapshot,
+                                 config.agent.history_window)
+        self.notifier = Notifier()
+        self.control: ControlServer | None = None
         self.enforcer: Enforcer | None = None
+        self._stopping: asyncio.Event | None = None
         if not dry_run:
             backends, problems = build_backends(config, list(self.pipeline.jails))
             self.problems += problems
             self.enforcer = Enforcer(backends)
 
-    async def _protect_own_addresses(self) -> None:
-        try:
-            addresses = await asyncio.to_thread(own_addresses)
-        except Exception as error:  # netlink refused (a locked-down container): loopback stays protected
-            log.error("cannot list this host's addresses to protect them from bans: %s", error)
-            return
-        self.pipeline.protected = AddressSet(addresses)
-        for source in self.sources:
-            if source.name == "syslog":  # its senders from these addresses are local processes
-                source.local_senders.own = frozenset(addresses)
+    # -- events in
 
     def handle(self, event: LogEvent) -> None:
         """The sink every source delivers to."""
         outcomes = self.pipeline.handle(event, time.time())
         if outcomes:
-            self._dirty = True
+            self.recorder.touched()
             for outcome in outcomes:
                 self._report(outcome, event)
 
     def _report(self, outcome: Outcome, event: LogEvent) -> None:
         failure = outcome.failure
         where = f"jail {outcome.jail}:"
+        if outcome.kind in ("banned", "counted"):
+            self.counters[outcome.jail]["failures"] += 1
         if outcome.kind == "banned":
-            ban = outcome.ban
-            if self.enforcer is not None:
-                self.enforcer.ban(ban.jail, ban.address, ban.end)
-            length = "permanently" if ban.permanent else f"for {_duration(ban.end - ban.start)}"
-            mode = " [dry run: no firewall change]" if self.dry_run else ""
-            log.warning("%s ban %s %s (offence %d; reason: %s)%s", where, ban.address, length, ban.offence,
-                        ban.reason, mode)
+            self._banned(outcome.ban)
         elif outcome.kind == "counted":
             log.info("%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
         elif outcome.kind == "untrusted":
@@ -127,78 +90,153 @@ class Agent:
                    "covered": "it is older than the address's current ban"}
             log.debug("%s line naming %s not counted: %s", where, failure.address, why.get(outcome.kind, outcome.kind))
 
+    def _banned(self, ban: Ban) -> None:
+        self.counters[ban.jail]["bans"] += 1
+        if self.enforcer is not None:
+            self.enforcer.ban(ban.jail, ban.address, ban.end)
+        self.recorder.ban(ban)
+        length = "permanently" if ban.permanent else f"for {_duration(ban.end - ban.start)}"
+        mode = " [dry run: no firewall change]" if self.dry_run else ""
+        log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
+                    ban.reason, mode)
+
+    def _lift(self, ban: Ban, now: float, why: str) -> None:
+        if self.enforcer is not None:
+            self.enforcer.unban(ban.jail, ban.address)
+        self.recorder.lifted(ban, now)
+        log.warning("jail %s: unban %s (%s)%s", ban.jail, ban.address, why, " [dry run]" if self.dry_run else "")
+
+    # -- what the control socket asks
+
+    def protection(self, jail: str, address: Address) -> str | None:
+        """Why `address` must not be banned in `jail`, or None."""
+        if address.is_loopback:
+            return "it is a loopback address"
+        if address in self.pipeline.protected:
+            return "it is one of this host's own addresses"
+        if self.pipeline.jails[jail].jail.is_ignored(address):
+            return f"it is on jail {jail}'s ignore list"
+        return None
+
+    def manual_ban(self, jail: str, address: Address, seconds: float | None) -> Ban:
+        policy = self.pipeline.jails[jail].policy if seconds is None else BanPolicy(seconds)
+        ban = self.pipeline.book.ban((jail, address), time.time(), policy, reason="manual ban")
+        self._banned(ban)
+        return ban
+
+    def manual_unban(self, jail: str | None, address: Address | None) -> list[Ban]:
+        """Lift the bans of `address` (None: every address) in `jail` (None: every jail); the
+        failure windows go too, so the next failure starts from zero."""
+        book, now = self.pipeline.book, time.time()
+        bans = [ban for ban in book.active(jail) if address is None or ban.address == address]
+        for ban in bans:
+            book.unban(ban.jail, ban.address, now)
+            self.pipeline.jails[ban.jail].jail.forget(ban.address)
+            self._lift(ban, now, "manual unban")
+        return bans
+
+    async def reload(self) -> list[str]:
+        from agent.reloading import reload
+
+        return await reload(self)
+
+    def lag(self, source) -> float | None:
+        """Seconds between the newest entry a source applied and now (the journal's), else None."""
+        position = getattr(source, "position", None)
+        return max(0.0, time.time() - position.time) if position is not None else None
+
+    # -- running
+
     async def run(self) -> int:
         for problem in self.problems:
             log.error("%s", problem)
         if not self.pipeline.jails:
             log.error("no jail can run; exiting")
             return 1
+        self.control = ControlServer(self.config.agent.socket, Commands(self))
+        try:
+            await self.control.start()
+        except ControlSocketError as error:
+            log.error("%s; exiting", error)
+            return 1
         loop = asyncio.get_running_loop()
-        await self._protect_own_addresses()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
+        await self._protect_own_addresses()
         now = time.time()
-        try:
-            checkpoint = state.load(self.state_path)
-        except state.StateError as error:
-            log.error("%s; starting without it (the journal history window is read again)", error)
-            checkpoint = None
-        if checkpoint is not None:
-            self._saved_position = checkpoint.journal
-            restored = checkpoint.restore({name: s.jail for name, s in self.pipeline.jails.items()}, now)
-            log.info("restored %d failure windows from %s", restored, self.state_path)
-        if self.enforcer is not None:
-            self._adopt(await self.enforcer.start(), now)
-        await self._start_sources(checkpoint, now)
+        await restore.restore(self, now, self.config.agent.state_dir / LEGACY_CHECKPOINT)
+        await self.start_sources(now)
         if not self.sources:
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
             log.error("%s; exiting", "no source could start" if enabled else "no source is enabled")
+            await self._shut_down([])
             return 1
         log.info("running%s with jails: %s", " (dry run)" if self.dry_run else "", ", ".join(self.pipeline.jails))
-        tasks = [asyncio.create_task(job()) for job in
-                 (self._save_periodically, self._expire_periodically, self._refresh_own_addresses)]
+        self.notifier.ready(self._status_line())
+        tasks = [asyncio.create_task(job(), name=job.__name__) for job in
+                 (self.recorder.run, self._expire_periodically, self._refresh_own_addresses, self._notify_periodically)]
         await self._stopping.wait()
+        await self._shut_down(tasks)
+        return 0
+
+    async def _shut_down(self, tasks: list[asyncio.Task]) -> None:
         log.info("stopping")
+        self.notifier.stopping()
         for task in tasks:
             task.cancel()
         for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
             if isinstance(result, Exception):
-                log.error("%s had failed: %r", task.get_coro().__name__, result)
-        if self._saving is not None:  # a save in its thread outlives its cancelled task: let it finish first
-            await asyncio.gather(self._saving, return_exceptions=True)
+                log.error("%s had failed: %r", task.get_name(), result)
         for source in self.sources:
             await source.stop()
+        if self.control is not None:
+            await self.control.stop()
         if self.enforcer is not None:
-            await self.enforcer.stop()
-        self._save(self._checkpoint())
-        return 0
+            await self.enforcer.stop(teardown=not self.config.agent.keep_bans_on_stop)
+        await self.recorder.close()
+        self.notifier.close()
 
-    def _adopt(self, found: dict[str, dict], now: float) -> None:
-        """Bans the firewall already holds (an earlier run's) go back into the ban book, so they
-        are unbanned on time and not banned twice. Without a ttl from the kernel, the ban is
-        taken to last one more bantime."""
-        book = self.pipeline.book
-        for jail, targets in found.items():
-            policy = self.pipeline.jails[jail].policy
-            for target, ttl in targets.items():
-                if not isinstance(target, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                    continue  # a network banned by hand: the agent neither owns nor ends it
-                end = now + ttl if ttl is not None else now + policy.duration(1)
-                book.restore(Ban(jail, target, now, end, 1, "found in the firewall at start"))
-            if targets:
-                log.info("jail %s: %d bans found in the firewall, adopted", jail, len(targets))
+    async def _reload_on_signal(self) -> None:
+        try:
+            changes = await self.reload()
+        except Exception as error:  # noqa: BLE001 - a reload that fails leaves the agent as it was
+            log.error("reload (SIGHUP) refused: %s", error)
+            return
+        log.warning("reloaded (SIGHUP): %s", "; ".join(changes) or "nothing changed")
 
-    async def _start_sources(self, checkpoint: state.Checkpoint | None, now: float) -> None:
+    async def _protect_own_addresses(self) -> None:
+        try:
+            addresses = await asyncio.to_thread(own_addresses)
+        except Exception as error:  # netlink refused (a locked-down container): loopback stays protected
+            log.error("cannot list this host's addresses to protect them from bans: %s", error)
+            return
+        self.own = frozenset(addresses)
+        self.pipeline.protected = AddressSet(addresses)
+        for source in self.sources:
+            if source.name == "syslog":  # its senders from these addresses are local processes
+                source.local_senders.own = self.own
+
+    async def start_sources(self, now: float, skip: frozenset[str] | set[str] = frozenset()) -> None:
+        """Start each enabled source not named in `skip`; one that fails is logged and left out."""
         sources = self.config.sources
-        if sources.journal.enabled:
+        if sources.journal.enabled and "journal" not in skip:
             history = max((s.jail.findtime for s in self.pipeline.jails.values()), default=0.0)
-            resume = checkpoint.journal if checkpoint is not None else None
             await self._start(source_class("journal")(sources.journal, self.handle,
                                                       matches=self.pipeline.router.journal_matches(),
-                                                      resume=resume, history=history, now=now))
-        if sources.syslog.enabled:
+                                                      resume=restore.journal_position(self.saved_position),
+                                                      history=history, now=now))
+        if sources.syslog.enabled and "syslog" not in skip:
             await self._start(source_class("syslog")(sources.syslog, self.handle))
+
+    async def stop_source(self, source) -> None:
+        if source is self.journal:
+            if source.position is not None:  # resumed from here when it starts again
+                self.saved_position = (source.position.cursor, source.position.usec)
+            self.journal = None
+        await source.stop()
+        self.sources.remove(source)
 
     async def _start(self, source) -> None:
         try:
@@ -211,35 +249,38 @@ class Agent:
             return
         self.sources.append(source)
         if source.name == "journal":
-            self._journal = source
+            self.journal = source
+        elif source.name == "syslog":
+            source.local_senders.own = self.own
 
-    def _checkpoint(self) -> state.Checkpoint:
-        position = self._journal.position if self._journal is not None else self._saved_position
-        return state.Checkpoint.of(position, {name: s.jail for name, s in self.pipeline.jails.items()})
+    def _snapshot(self) -> tuple[dict[str, str], dict[str, dict]]:
+        """The journal position and every jail's failure windows, as of now (on the loop)."""
+        position = self.journal.position if self.journal is not None else None
+        if position is not None:
+            self.saved_position = (position.cursor, position.usec)
+        positions = {"journal": position_text(*self.saved_position)} if self.saved_position else {}
+        return positions, {name: setup.jail.windows() for name, setup in self.pipeline.jails.items()}
 
-    def _save(self, checkpoint: state.Checkpoint) -> bool:
-        try:
-            state.save(self.state_path, checkpoint)
-        except OSError as error:
-            log.error("cannot save the checkpoint to %s: %s", self.state_path, error.strerror or error)
-            return False
-        return True
+    def _status_line(self) -> str:
+        bans = len(self.pipeline.book)
+        failing = [name for name in self.pipeline.jails if self.enforcer and self.enforcer.problem(name)]
+        line = f"{len(self.pipeline.jails)} jails, {bans} active bans" + (" (dry run)" if self.dry_run else "")
+        if failing:
+            line += f"; firewall failing for {', '.join(failing)}"
+        if self.recorder.error:
+            line += "; store failing"
+        return line
 
-    async def _save_periodically(self) -> None:
-        last_position = None
+    async def _notify_periodically(self) -> None:
+        interval = self.notifier.watchdog_interval
+        last_status = 0.0
         while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL)
-            position = self._journal.position if self._journal is not None else None
-            if self._dirty or position != last_position:
-                # The snapshot is taken on the loop (consistent with the position); encoding and
-                # fsync, which take long with many windows, run in a thread.
-                checkpoint = self._checkpoint()
-                self._dirty = False
-                self._saving = asyncio.ensure_future(asyncio.to_thread(self._save, checkpoint))
-                if await asyncio.shield(self._saving):
-                    last_position = position
-                else:
-                    self._dirty = True
+            await asyncio.sleep(min(interval, STATUS_INTERVAL) if interval else STATUS_INTERVAL)
+            if interval:
+                self.notifier.watchdog()  # sent from the loop: a stuck loop misses it, and systemd restarts us
+            if time.monotonic() - last_status >= STATUS_INTERVAL:
+                self.notifier.status(self._status_line())
+                last_status = time.monotonic()
 
     async def _refresh_own_addresses(self) -> None:
         while True:  # addresses come and go (DHCP, VPNs); a minute's lag is the cost of no netlink watch
@@ -251,13 +292,12 @@ class Agent:
         while True:
             await asyncio.sleep(1.0)
             for ban in book.expire(time.time()):
-                if self.enforcer is not None:
-                    self.enforcer.unban(ban.jail, ban.address)
-                log.warning("jail %s: unban %s (ban ended)%s", ban.jail, ban.address,
-                            " [dry run]" if self.dry_run else "")
+                self._lift(ban, ban.end, "ban ended")
 
 
 def _duration(seconds: float) -> str:
+    if seconds == math.inf:
+        return "permanently"
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

@@ -57,6 +57,7 @@ class _Lane:
     pending: dict[Target, float | None] = field(default_factory=dict)  # target -> ban end (inf: permanent), None: unban
     applying: int = 0  # operations taken from `pending` and not yet done
     failing_since: float | None = None
+    problem: str | None = None  # the error while failing, for status
     retry_in: float = _FIRST_RETRY
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -82,8 +83,9 @@ class Enforcer:
                        for lane in self._lanes.values()]
         return found
 
-    async def stop(self) -> None:
-        """Stop after applying what is queued (bans stay in the kernel: they outlive the agent)."""
+    async def stop(self, teardown: bool = False) -> None:
+        """Stop after applying what is queued. Bans stay in the kernel (they outlive the agent)
+        unless `teardown`: then each backend removes what it created, bans included."""
         for lane in self._lanes.values():
             if lane.pending and lane.ready:
                 try:
@@ -93,6 +95,41 @@ class Enforcer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if teardown:
+            for lane in self._lanes.values():
+                try:
+                    await self._call(lane, "teardown", lane.backend.teardown)
+                    log.warning("jail %s: firewall bans lifted at stop (keep_bans_on_stop = false)", lane.jail)
+                except BackendError as error:
+                    log.error("jail %s: at stop: %s", lane.jail, error)
+
+    async def add(self, jail: str, backend: Backend) -> dict[Target, float | None]:
+        """A jail added by a reload: set up, started, and what its backend already holds returned."""
+        lane = self._lanes[jail] = _Lane(jail, backend)
+        found: dict[Target, float | None] = {}
+        try:
+            await self._call(lane, "setup", backend.setup)
+            lane.ready = True
+            found = await self._call(lane, "list", backend.list)
+        except BackendError as error:
+            self._failed(lane, error)
+        self._tasks.append(asyncio.create_task(self._work(lane), name=f"firewall {jail}"))
+        return found
+
+    async def remove(self, jail: str) -> None:
+        """A jail gone with a reload: its worker stopped and its backend torn down, which lifts
+        every ban it held and removes what it created."""
+        lane = self._lanes.pop(jail, None)
+        if lane is None:
+            return
+        for task in [task for task in self._tasks if task.get_name() == f"firewall {jail}"]:
+            task.cancel()
+            self._tasks.remove(task)
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._call(lane, "teardown", lane.backend.teardown)
+        except BackendError as error:
+            log.error("jail %s: removing its firewall state: %s", jail, error)
 
     def ban(self, jail: str, address: Address, end: float) -> None:
         self._queue(jail, address, end)
@@ -129,7 +166,7 @@ class Enforcer:
             if lane.failing_since is not None:
                 log.warning("jail %s: firewall backend %s works again after %.0f s", lane.jail, lane.backend.name,
                             self._clock() - lane.failing_since)
-                lane.failing_since, lane.retry_in = None, _FIRST_RETRY
+                lane.failing_since, lane.retry_in, lane.problem = None, _FIRST_RETRY, None
 
     async def _apply(self, lane: _Lane) -> None:
         """Bans in one batch, then each unban; what failed goes back into the queue (unless newer
@@ -181,7 +218,13 @@ class Enforcer:
             raise BackendError(lane.backend.name, f"{action} in jail {lane.jail}",
                                f"unexpected {type(error).__name__}: {error}") from error
 
+    def problem(self, jail: str) -> str | None:
+        """Why the jail's backend is failing now, or None when it works (or the jail has none)."""
+        lane = self._lanes.get(jail)
+        return lane.problem if lane is not None else None
+
     def _failed(self, lane: _Lane, error: BackendError) -> None:
+        lane.problem = str(error)
         if lane.failing_since is None:
             lane.failing_since = self._clock()
             log.error("jail %s: %s; retrying, the other jails go on", lane.jail, error)

@@ -23,6 +23,7 @@ class JailSetup:
     filter: Filter
     jail: Jail
     policy: BanPolicy
+    fingerprint: str = ""  # of the filter file and mode it was built from, so a reload sees a change
 
 
 class Outcome(NamedTuple):

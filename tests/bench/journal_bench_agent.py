@@ -72,6 +72,7 @@ class AgentRun:
             config.write_text(f"""
 [agent]
 state_dir = "{self.dir}/state"
+socket = "{self.dir}/control.sock"
 [sources.journal]
 namespace = "{self.namespace}"
 poll_interval = {self.poll_interval!r}

@@ -3,6 +3,7 @@ config written for the test, its log read back line by line."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +22,7 @@ def journal_config(workdir: Path, namespace: str, jail: str, filter_name: str, m
     return f"""
 [agent]
 state_dir = "{workdir}/state"
+socket = "{workdir}/control.sock"
 [sources.journal]
 namespace = "{namespace}"
 [sources.syslog]
@@ -42,8 +44,9 @@ class AgentProcess:
     """
 
     def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None, dry_run: bool = True,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, env: dict[str, str] | None = None) -> None:
         self.dry_run = dry_run
+        self.env = env  # added to this process's environment (NOTIFY_SOCKET, WATCHDOG_USEC)
         self.netns = netns  # a network namespace to run in (for tests of kernel firewall backends)
         self.workdir = workdir
         self.config_path = workdir / "jailwarden.toml"
@@ -70,6 +73,7 @@ class AgentProcess:
              sys.executable, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
              "--config", str(self.config_path), "--log-level", "debug"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **self.env} if self.env else None,
             cwd=Path(__file__).resolve().parents[2],
         )
         self._reader = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
@@ -94,6 +98,15 @@ class AgentProcess:
         self._reader.join(timeout=5)
         status, self.process = self.process.returncode, None
         return status
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess:
+        """`jailwarden ARGV --socket` this agent's control socket."""
+        socket = str(self.workdir / "control.sock")
+        return subprocess.run([sys.executable, "-m", "agent.cli", *argv, "--socket", socket], capture_output=True,
+                              text=True, timeout=30, cwd=Path(__file__).resolve().parents[2])
 
     def kill(self) -> None:
         """SIGKILL: the agent gets no chance to save or clean anything up."""

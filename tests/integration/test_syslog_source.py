@@ -409,6 +409,7 @@ def test_agent_bans_from_forwarded_syslog_but_not_from_users_or_outsiders(tmp_pa
     config = f"""
 [agent]
 state_dir = "{tmp_path}/state"
+socket = "{tmp_path}/control.sock"
 [sources.journal]
 enabled = false
 [sources.syslog]

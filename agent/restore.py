@@ -1,0 +1,102 @@
+"""Start-up: the agent's state back from the store, reconciled with what the firewall holds.
+
+- Ban history, active bans and failure windows come back from the store; bans that ended while
+  the agent was down are ended at the first expiry check (unbanned, moved to history).
+- For each jail whose backend could be set up: a stored ban the firewall lacks (a crash before
+  the backend call, an administrator's flush, a reboot) is banned again with the time it has
+  left; a ban the firewall holds that the store lacks (a crash before the store's write) is
+  adopted with the kernel's time left, or one more bantime where the firewall keeps none.
+- A jail whose backend cannot be set up gets its stored bans queued; they go in once it works.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.addresses import Address
+from agent.bans import Ban
+from agent.recording import position_from_text
+from agent.sources.journal import Position
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = logging.getLogger("jailwarden")
+
+
+async def restore(agent: Agent, now: float, legacy_checkpoint: Path) -> None:
+    stored = await _from_store(agent, now, legacy_checkpoint)
+    if agent.enforcer is None:
+        return
+    found = await agent.enforcer.start()
+    for jail in agent.pipeline.jails:
+        bans = stored.get(jail, {})
+        if jail in found:
+            _reconcile(agent, jail, bans, found[jail], now)
+        else:
+            for ban in bans.values():
+                agent.enforcer.ban(jail, ban.address, ban.end)
+
+
+def journal_position(saved: tuple[str, int] | None) -> Position | None:
+    return Position(*saved) if saved is not None else None
+
+
+async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path) -> dict[str, dict[Address, Ban]]:
+    """Load the store into the agent; the active bans per jail."""
+    loaded = await agent.recorder.open(now, legacy_checkpoint)
+    if loaded is None:
+        return {}
+    book, jails = agent.pipeline.book, agent.pipeline.jails
+    for jail, address, offence, released in loaded.history:
+        book.restore_history(jail, address, offence, released)
+    active: dict[str, dict[Address, Ban]] = {}
+    gone: dict[str, int] = {}
+    for ban in loaded.bans + loaded.ended:
+        if ban.jail not in jails:
+            gone[ban.jail] = gone.get(ban.jail, 0) + 1
+            continue
+        book.restore(ban)  # an ended one comes back from the next expiry check, which unbans it
+        if ban in loaded.bans:
+            active.setdefault(ban.jail, {})[ban.address] = ban
+    restored = 0
+    for name, windows in loaded.windows.items():
+        if name in jails:
+            for address, times in windows.items():
+                jails[name].jail.restore(address, times, now)
+                restored += 1
+        else:
+            gone.setdefault(name, 0)
+    for name, count in gone.items():
+        log.warning("jail %s is no longer configured: %d stored bans and its failure windows dropped (kernel "
+                    "entries with a timeout end on their own; others stay until removed by hand)", name, count)
+        agent.recorder.drop_jail(name)
+    text = loaded.positions.get("journal")
+    if text is not None:
+        agent.saved_position = position_from_text(text)
+    log.info("restored from %s: %d active bans, %d ended while stopped, %d failure windows, %d past bans",
+             agent.recorder.path, len(loaded.bans), len(loaded.ended), restored, len(loaded.history))
+    return active
+
+
+def _reconcile(agent: Agent, jail: str, stored: dict[Address, Ban], held: dict, now: float) -> None:
+    book, policy = agent.pipeline.book, agent.pipeline.jails[jail].policy
+    missing = [ban for address, ban in stored.items() if address not in held]
+    for ban in missing:
+        agent.enforcer.ban(jail, ban.address, ban.end)
+    adopted = 0
+    for target, ttl in held.items():
+        if not isinstance(target, (ipaddress.IPv4Address, ipaddress.IPv6Address)) or target in stored:
+            continue  # a network banned by hand is not the agent's to own or end
+        offence = book.next_offence(jail, target, now)
+        end = now + ttl if ttl is not None else now + policy.duration(offence)
+        ban = Ban(jail, target, now, end, offence, "found in the firewall at start")
+        book.restore(ban)
+        agent.recorder.ban(ban)
+        adopted += 1
+    if stored or adopted:
+        log.info("jail %s: %d bans restored (%d put back into the firewall), %d found in the firewall only, "
+                 "adopted", jail, len(stored), len(missing), adopted)
