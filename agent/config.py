@@ -82,6 +82,9 @@ class AgentConfig:
     # Bans stay in the firewall when the agent stops (so a restart opens no window); false lifts
     # them (each backend's teardown) on a clean stop.
     keep_bans_on_stop: bool = True
+    # How often each jail's firewall is checked for bans that went missing (a flush by hand, a
+    # firewall reload); missing ones are put back.
+    reconcile_interval: float = 60.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -236,7 +239,8 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
             _mark(item, path + (key,), file, origins)
 
 
-_AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "keep_bans_on_stop")
+_AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "keep_bans_on_stop",
+               "reconcile_interval")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
     "require_trusted", "ports", "protocol",
@@ -296,7 +300,8 @@ class _Checker:
     def agent(self, table: dict) -> dict[str, Any]:
         converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend,
                       "keep_bans_on_stop": boolean}
-        values = self.read(table, ("agent",), converters | {"history_window": parse_duration})
+        values = self.read(table, ("agent",), converters | {"history_window": parse_duration,
+                                                             "reconcile_interval": parse_duration})
         return values | self.read_lists(table, ("agent",), {"ignore": network})
 
     def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict) -> JailConfig:

@@ -57,7 +57,8 @@ class Agent:
         if not dry_run:
             backends, problems = build_backends(config, list(self.pipeline.jails))
             self.problems += problems
-            self.enforcer = Enforcer(backends)
+            self.enforcer = Enforcer(backends, wanted=self._wanted,
+                                     reconcile_interval=config.agent.reconcile_interval)
 
     # -- events in
 
@@ -105,6 +106,9 @@ class Agent:
             self.enforcer.unban(ban.jail, ban.address)
         self.recorder.lifted(ban, now)
         log.warning("jail %s: unban %s (%s)%s", ban.jail, ban.address, why, " [dry run]" if self.dry_run else "")
+
+    def _wanted(self, jail: str) -> dict[Address, float]:
+        return {ban.address: ban.end for ban in self.pipeline.book.active(jail)}
 
     # -- what the control socket asks
 

@@ -63,9 +63,17 @@ class _Lane:
 
 
 class Enforcer:
-    def __init__(self, backends: dict[str, Backend], clock: Callable[[], float] = time.time) -> None:
+    """`wanted(jail)` is what the jail's firewall should hold, {address: end}: every
+    `reconcile_interval` seconds, and whenever a failing backend works again (its setup is run
+    again first, which repairs sets, chains and hooks), what it lacks is put back."""
+
+    def __init__(self, backends: dict[str, Backend], clock: Callable[[], float] = time.time,
+                 wanted: Callable[[str], dict[Target, float]] | None = None,
+                 reconcile_interval: float = 60.0) -> None:
         self._lanes = {jail: _Lane(jail, backend) for jail, backend in backends.items()}
         self._clock = clock
+        self._wanted = wanted
+        self._reconcile_interval = reconcile_interval
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> dict[str, dict[Target, float | None]]:
@@ -150,23 +158,44 @@ class Enforcer:
 
     async def _work(self, lane: _Lane) -> None:
         while True:
-            if lane.failing_since is not None:
+            check = lane.failing_since is not None
+            if check:
                 await asyncio.sleep(lane.retry_in)
             else:
-                await lane.wakeup.wait()
+                try:
+                    await asyncio.wait_for(lane.wakeup.wait(), self._reconcile_interval)
+                except TimeoutError:
+                    check = True
             lane.wakeup.clear()
             try:
                 if not lane.ready:
                     await self._call(lane, "setup", lane.backend.setup)
                     lane.ready = True
+                if check:
+                    await self._reconcile(lane)
                 await self._apply(lane)
             except BackendError as error:
+                # Set up again before the next try: what failed may be a set or chain deleted by hand.
+                lane.ready = False
                 self._failed(lane, error)
                 continue
             if lane.failing_since is not None:
                 log.warning("jail %s: firewall backend %s works again after %.0f s", lane.jail, lane.backend.name,
                             self._clock() - lane.failing_since)
                 lane.failing_since, lane.retry_in, lane.problem = None, _FIRST_RETRY, None
+
+    async def _reconcile(self, lane: _Lane) -> None:
+        """Queue the bans the firewall should hold and does not (not those already queued)."""
+        if self._wanted is None:
+            return
+        held = await self._call(lane, "list", lane.backend.list)
+        now = self._clock()
+        missing = {target: end for target, end in self._wanted(lane.jail).items()
+                   if target not in held and target not in lane.pending and end > now}
+        if missing:
+            log.warning("jail %s: %d bans were missing from the firewall (removed by hand, or the firewall was "
+                        "reloaded); putting them back", lane.jail, len(missing))
+            lane.pending.update(missing)
 
     async def _apply(self, lane: _Lane) -> None:
         """Bans in one batch, then each unban; what failed goes back into the queue (unless newer

@@ -84,3 +84,23 @@ def test_a_ban_the_firewall_lost_while_the_agent_was_stopped_is_put_back(journal
             wait_until(lambda: "203.0.113.63" in elements(ns, "app_v4"), "the ban back in the kernel")
             assert 3500 < elements(ns, "app_v4")["203.0.113.63"] <= 3600  # its time left, not a new hour
             assert agent.matching(r"ban 203\.0\.113\.63 for") == []
+
+
+def test_bans_flushed_or_a_table_deleted_by_hand_while_running_are_put_back(journal_namespace, tmp_path):
+    require_tools("ip", "nft")
+    config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2, extra='backend = "nftables"')
+    config = config.replace("[sources.journal]", 'reconcile_interval = "1s"\n[sources.journal]')
+    with NetworkNamespace("jwagt") as ns:
+        with AgentProcess(tmp_path, config, {"app": APP_FILTER}, dry_run=False, netns=ns.name) as agent:
+            fail(journal_namespace, "203.0.113.64")
+            fail(journal_namespace, "203.0.113.64")
+            wait_until(lambda: "203.0.113.64" in elements(ns, "app_v4"), "the ban in the kernel")
+
+            ns.run("nft", "flush set inet jailwarden app_v4")
+            wait_until(lambda: "203.0.113.64" in elements(ns, "app_v4"), "the ban put back after a flush")
+            agent.wait_for(r"jail app: 1 bans were missing from the firewall .*putting them back")
+
+            ns.run("nft", "delete table inet jailwarden")
+            wait_until(lambda: "203.0.113.64" in elements(ns, "app_v4"), "the table rebuilt and the ban put back")
+            agent.wait_for(r"jail app: firewall backend nftables works again")
+            assert 3500 < elements(ns, "app_v4")["203.0.113.64"] <= 3600
