@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -125,3 +126,23 @@ def test_systemd_hears_ready_watchdog_status_and_stopping(journal_namespace, tmp
                    "STOPPING=1 after SIGTERM")
     finally:
         manager.close()
+
+
+def test_a_locked_store_holds_nothing_up_and_gets_the_bans_when_it_recovers(service, journal_namespace, tmp_path):
+    blocker = sqlite3.connect(tmp_path / "state" / "jailwarden.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process writing, or a backup tool holding it
+    try:
+        fail(journal_namespace, "203.0.113.76")
+        fail(journal_namespace, "203.0.113.76")
+        service.wait_for(r"jail app: ban 203\.0\.113\.76 for 1h")
+        service.wait_for(r"jailwarden\.db: cannot write: database is locked.*written when the store recovers")
+        assert "locked" in answer(service, "status")["store_error"]
+        assert [b["address"] for b in answer(service, "bans")] == ["203.0.113.76"]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    service.wait_for(r"the store at .* works again", timeout=15)
+    assert answer(service, "status")["store_error"] is None
+    service.kill()  # no final write: what the store has is what it got after recovering
+    service.start()
+    assert [b["address"] for b in answer(service, "bans")] == ["203.0.113.76"]
