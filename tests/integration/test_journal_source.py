@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from agent import state as state_module
 from agent.config import JournalConfig
+from agent.sources import journal as journal_module
 from agent.sources.journal import JournalSource, Position
 from agent.store import Store
 
@@ -216,3 +218,33 @@ filter = "sshd"
         assert json.loads(store.load(time.time()).positions["journal"]) == saved["journal"]
     finally:
         store.close()
+
+
+def test_the_reader_opened_afresh_during_a_flood_loses_and_repeats_nothing(journal_namespace, monkeypatch, caplog):
+    monkeypatch.setattr(journal_module, "_REOPEN_AFTER", 7)  # normally every 5,000 entries
+    monkeypatch.setattr(journal_module, "_BATCH", 5)
+    caplog.set_level(logging.DEBUG, "jailwarden.journal")
+    for i in range(60):
+        journal_namespace.send(f"login failed for root from 198.51.100.{i}", SYSLOG_IDENTIFIER="jwapp",
+                               JW_KIND="flood")
+    journal_namespace.wait_for_entry("login failed for root from 198.51.100.59")
+    events = []
+
+    async def main():
+        source = JournalSource(JournalConfig(namespace=journal_namespace.name), events.append,
+                               matches=[{"JW_KIND": ["flood"]}], history=600, now=time.time())
+        await source.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(events) < 60:
+                assert time.monotonic() < deadline, f"only {len(events)} events"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # nothing more arrives
+            return source.stats()
+        finally:
+            await source.stop()
+
+    stats = asyncio.run(main())
+    assert [e.message.rsplit(".", 1)[1] for e in events] == [str(i) for i in range(60)]
+    assert stats["received"] == 60 and stats["errors"] == 0
+    assert len([r for r in caplog.records if r.getMessage() == "resuming after the saved journal cursor"]) >= 5
