@@ -40,6 +40,7 @@ class Agent:
         self.filter_dir = filter_dir
         self.config_path = config_path
         self.dry_run = dry_run
+        self._failure_level = logging.INFO if dry_run else logging.DEBUG
         setups, self.problems = build_jails(config, filter_dir)
         self.pipeline = Pipeline(setups, BanBook(history_window=config.agent.history_window))
         self.counters = {name: {"failures": 0, "bans": 0} for name in self.pipeline.jails}
@@ -49,7 +50,7 @@ class Agent:
         self.started = time.time()
         self.own: frozenset[Address] = frozenset()  # this host's addresses, never banned
         self.recorder = Recorder(config.agent.state_dir / STORE_FILE, self._snapshot,
-                                 config.agent.history_window)
+                                 config.agent.history_window, self._longest_findtime)
         self.notifier = Notifier()
         self.control: ControlServer | None = None
         self.enforcer: Enforcer | None = None
@@ -66,7 +67,6 @@ class Agent:
         """The sink every source delivers to."""
         outcomes = self.pipeline.handle(event, time.time())
         if outcomes:
-            self.recorder.touched()
             for outcome in outcomes:
                 self._report(outcome, event)
 
@@ -78,7 +78,9 @@ class Agent:
         if outcome.kind == "banned":
             self._banned(outcome.ban)
         elif outcome.kind == "counted":
-            log.info("%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
+            # At debug level when enforcing: under a flood, a line per failure would add most of
+            # the attack's own volume to the journal again (bans are logged at warning).
+            log.log(self._failure_level, "%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
         elif outcome.kind == "untrusted":
             why = ("its sender is not trusted (a local process whose open TCP socket is not owned by one of "
                    "[sources.syslog] trusted_uids, or trust = false)" if event.source == "syslog"
@@ -106,6 +108,9 @@ class Agent:
             self.enforcer.unban(ban.jail, ban.address)
         self.recorder.lifted(ban, now)
         log.warning("jail %s: unban %s (%s)%s", ban.jail, ban.address, why, " [dry run]" if self.dry_run else "")
+
+    def _longest_findtime(self) -> float:
+        return max((setup.jail.findtime for setup in self.pipeline.jails.values()), default=0.0)
 
     def _wanted(self, jail: str) -> dict[Address, float]:
         return {ban.address: ban.end for ban in self.pipeline.book.active(jail)}
@@ -258,12 +263,13 @@ class Agent:
             source.local_senders.own = self.own
 
     def _snapshot(self) -> tuple[dict[str, str], dict[str, dict]]:
-        """The journal position and every jail's failure windows, as of now (on the loop)."""
+        """The journal position and the failure windows changed since the last snapshot, as of
+        now (on the loop): what the store needs to resume exactly here."""
         position = self.journal.position if self.journal is not None else None
         if position is not None:
             self.saved_position = (position.cursor, position.usec)
         positions = {"journal": position_text(*self.saved_position)} if self.saved_position else {}
-        return positions, {name: setup.jail.windows() for name, setup in self.pipeline.jails.items()}
+        return positions, {name: setup.jail.changed_windows() for name, setup in self.pipeline.jails.items()}
 
     def _status_line(self) -> str:
         bans = len(self.pipeline.book)

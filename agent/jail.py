@@ -64,6 +64,9 @@ class Jail:
         self._windows: TTLCache[Address, list[float]] = TTLCache(
             maxsize=max_tracked, ttl=findtime, timer=lambda: self._clock
         )
+        # Addresses whose window changed since the last `changed_windows()`, so the store is sent
+        # only those (bounded like the windows: an address is in it at most once).
+        self._changed: set[Address] = set()
 
     def record(self, failure: Failure, now: float) -> BanDecision | None:
         """Count one failure; a `BanDecision` when its address reaches `maxretry` within `findtime`."""
@@ -86,6 +89,7 @@ class Jail:
         # needed to reach maxretry, so a forged huge count costs no memory).
         for _ in range(min(failure.repeat, self.maxretry)):
             bisect.insort(window, when)
+        self._changed.add(address)
         if len(window) >= self.maxretry:
             self._windows.pop(address, None)
             return BanDecision(self.name, address, now, len(window), failure)
@@ -98,11 +102,21 @@ class Jail:
 
     def forget(self, address: Address) -> None:
         """Drop the address's window (after a manual unban, so it starts again from zero)."""
-        self._windows.pop(normalise(address), None)
+        address = normalise(address)
+        self._windows.pop(address, None)
+        self._changed.add(address)
 
     def windows(self) -> dict[Address, list[float]]:
-        """Each tracked address's failure times, as of the latest `now` seen (for a checkpoint)."""
+        """Each tracked address's failure times, as of the latest `now` seen."""
         return {address: list(times) for address, times in self._windows.items()}
+
+    def changed_windows(self) -> dict[Address, list[float] | None]:
+        """The windows that changed since the last call (None: the address has none any more),
+        for the store; windows that merely expire are not listed (the store prunes them)."""
+        changed, self._changed = self._changed, set()
+        windows = self._windows
+        return {address: list(times) if (times := windows.get(address)) is not None else None
+                for address in changed}
 
     def restore(self, address: Address, times: Iterable[float], now: float) -> None:
         """Put back a window saved by `windows()`; times outside `findtime` of `now` are dropped."""

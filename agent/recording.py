@@ -3,10 +3,11 @@ and the failure windows gathered on the event loop and written in one transactio
 in a thread of the store's own, so the loop never waits on the disk.
 
 A ban is written within `URGENT_DELAY` of its decision, together with the journal position and
-the failure windows as they were once every entry up to that position had been applied; other
-changes at most every `INTERVAL`. A commit that fails (disk full, database locked) keeps its
-changes, merged with newer ones, and is tried again with backoff; the firewall is never held
-up by the store, and the error is logged once per cause and shown by `status`.
+the failure windows that changed, as they were once every entry up to that position had been
+applied; other changes every `INTERVAL` (nothing is written while nothing changes). A commit
+that fails (disk full, database locked) keeps its changes, merged with newer ones, and is tried
+again with backoff; the firewall is never held up by the store, and the error is logged once
+per cause and shown by `status`.
 """
 
 from __future__ import annotations
@@ -30,20 +31,22 @@ INTERVAL = 1.0  # seconds between writes of windows and position while entries a
 _LAST_RETRY = 60.0
 PRUNE_INTERVAL = 3600.0  # seconds between prunings of the ban history
 
-# () -> (positions, windows): the sources' positions and every jail's failure windows, taken
-# together on the loop so that they agree.
+# () -> (positions, windows): the sources' positions and the failure windows changed since the
+# last call (address -> times, or None for a window gone), taken together on the loop so they agree.
 Snapshot = Callable[[], tuple[dict[str, str], dict[str, dict[Address, list[float]]]]]
 
 
 class Recorder:
-    def __init__(self, path: Path, snapshot: Snapshot, history_window: float) -> None:
+    def __init__(self, path: Path, snapshot: Snapshot, history_window: float,
+                 longest_findtime: Callable[[], float]) -> None:
         self.path = path
         self.history_window = history_window
+        self._longest_findtime = longest_findtime
         self.error: str | None = None  # the last commit's error while it persists, for status
         self._snapshot = snapshot
         self._store: Store | None = None
         self._pending = Changes()
-        self._dirty = False  # windows or position changed since the last write
+        self._written_positions: dict[str, str] = {}  # as of the last commit
         self._urgent = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jailwarden-store")
 
@@ -64,10 +67,6 @@ class Recorder:
     def drop_jail(self, jail: str) -> None:
         self._pending.dropped_jails.add(jail)
         self._urgent.set()
-
-    def touched(self) -> None:
-        """Failure windows or a source position moved: write them at the next interval."""
-        self._dirty = True
 
     # -- start and stop
 
@@ -91,8 +90,7 @@ class Recorder:
             return await self._in_thread(self._store.load, now)
 
     async def close(self) -> None:
-        """The final write (everything, windows included); then the store is closed."""
-        self._dirty = True
+        """The final write; then the store is closed."""
         if not await self._write():
             log.error("stopping with changes the store could not take: %s", self.error)
         if self._store is not None:
@@ -116,15 +114,16 @@ class Recorder:
                 except TimeoutError:
                     pass
             self._urgent.clear()
-            if not (self._pending or self._dirty) and not retry:
-                continue
             retry = 0.0 if await self._write() else min(max(retry * 2, 1.0), _LAST_RETRY)
 
     async def _write(self) -> bool:
+        """Commit what is pending with the position and the changed windows as of now; nothing
+        when nothing changed (an idle agent does not write)."""
         changes, self._pending = self._pending, Changes()
-        if self._dirty:
-            changes.positions, changes.windows = self._snapshot()
-            self._dirty = False
+        positions, windows = self._snapshot()
+        changes.merge(Changes(positions={source: text for source, text in positions.items()
+                                         if self._written_positions.get(source) != text},
+                              windows={jail: changed for jail, changed in windows.items() if changed}))
         if not changes:
             return True
         try:
@@ -137,9 +136,9 @@ class Recorder:
                 error = StoreError(f"{self.path}: cannot write: {type(error).__name__}: {error}")
             changes.merge(self._pending)  # newer changes win over the failed ones
             self._pending = changes
-            self._dirty = self._dirty or bool(changes.windows or changes.positions)
             self._failed(error)
             return False
+        self._written_positions.update(changes.positions)
         if self.error is not None:
             log.warning("the store at %s works again; everything held back is written", self.path)
             self.error = None
@@ -148,7 +147,9 @@ class Recorder:
     async def _prune(self) -> None:
         """Forget past bans older than the history window, so the store does not grow without end."""
         try:
-            removed = await self._in_thread(self._store.prune, time.time() - self.history_window)
+            now = time.time()
+            removed = await self._in_thread(self._store.prune, now - self.history_window,
+                                            now - self._longest_findtime())
         except StoreError as error:
             self._failed(error)
             return

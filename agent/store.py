@@ -46,9 +46,16 @@ _SCHEMA = (
         PRIMARY KEY (jail, address)
     ) WITHOUT ROWID""",
     "CREATE TABLE positions (source TEXT PRIMARY KEY, position TEXT NOT NULL) WITHOUT ROWID",
-    # One JSON object per jail, {"address": [times...]}: a jail's windows are always replaced
-    # whole, and one blob writes and reads about twice as fast as a row per address.
-    "CREATE TABLE windows (jail TEXT PRIMARY KEY, failures TEXT NOT NULL) WITHOUT ROWID",
+    # A row per tracked address, so a write carries only the windows that changed since the
+    # last one (a flood changes a few hundred per write, not all 50,000). `latest` is the newest
+    # failure time, for pruning windows that ended without a ban.
+    """CREATE TABLE windows (
+        jail TEXT NOT NULL,
+        address TEXT NOT NULL,
+        failures TEXT NOT NULL,         -- the failure times, comma-separated
+        latest REAL NOT NULL,
+        PRIMARY KEY (jail, address)
+    ) WITHOUT ROWID""",
     f"PRAGMA user_version = {VERSION}",
 )
 
@@ -87,12 +94,13 @@ class Changes:
     bans: dict[tuple[str, Address], Ban] = field(default_factory=dict)
     lifted: dict[tuple[str, Address], tuple[int, float]] = field(default_factory=dict)
     positions: dict[str, str] = field(default_factory=dict)
-    windows: dict[str, dict[Address, list[float]]] = field(default_factory=dict)
+    # jail -> address -> its failure times (replacing what was stored), or None: no window any more
+    windows: dict[str, dict[Address, list[float] | None]] = field(default_factory=dict)
     dropped_jails: set[str] = field(default_factory=set)
 
     def merge(self, newer: Changes) -> None:
         """Fold `newer` in: a later ban replaces a lifted entry for the same key and vice versa; later
-        positions and windows win; a later drop discards the earlier bans and windows of that jail
+        positions and windows (address by address) win; a later drop discards the earlier bans and windows of that jail
         (its earlier lifted entries stay: history outlives the jail)."""
         if newer.dropped_jails:
             dropped = newer.dropped_jails
@@ -107,7 +115,8 @@ class Changes:
             self.bans.pop(key, None)
             self.lifted[key] = lift
         self.positions.update(newer.positions)
-        self.windows.update(newer.windows)
+        for jail, windows in newer.windows.items():
+            self.windows.setdefault(jail, {}).update(windows)
 
     def __bool__(self) -> bool:
         return bool(self.bans or self.lifted or self.positions or self.windows or self.dropped_jails)
@@ -152,8 +161,9 @@ class Store:
                 log.warning("%s: journal mode is %s, not WAL (filesystem without shared memory?): "
                             "commits are slower but still atomic", self.path, mode)
             self._db.execute("PRAGMA synchronous = NORMAL")
-            # 32 MB of page cache instead of 2: a flood's inserts land all over a large history.
-            self._db.execute("PRAGMA cache_size = -32768")
+            # 8 MB of page cache instead of 2: a flood's inserts land all over a large history,
+            # and the agent's whole memory budget is ~100 MB.
+            self._db.execute("PRAGMA cache_size = -8192")
             self._db.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
             self._create_or_check()
         except BaseException as error:
@@ -182,8 +192,9 @@ class Store:
             # Oldest release first: the order BanBook keeps its history in and forgets it from.
             history.sort(key=itemgetter(3))
             positions = dict(self._db.execute("SELECT source, position FROM positions"))
-            windows = {jail: {_address(address): times for address, times in json.loads(failures).items()}
-                       for jail, failures in self._db.execute("SELECT jail, failures FROM windows")}
+            windows: dict[str, dict[Address, list[float]]] = {}
+            for jail, address, failures in self._db.execute("SELECT jail, address, failures FROM windows"):
+                windows.setdefault(jail, {})[_address(address)] = [float(t) for t in failures.split(",")]
         except sqlite3.Error as error:
             raise self._error("cannot read", error) from None
         except (ValueError, OSError, AttributeError) as error:
@@ -212,11 +223,15 @@ class Store:
                 raise self._error("cannot write", error) from None
             raise
 
-    def prune(self, released_before: float) -> int:
-        """Forget history released before `released_before`; returns how many entries. The freed
-        pages are reused by later writes; vacuum() gives them back to the filesystem."""
+    def prune(self, released_before: float, windows_before: float | None = None) -> int:
+        """Forget history released before `released_before`, and failure windows whose newest
+        failure is older than `windows_before` (they ended without a ban); returns how many history
+        entries. The freed pages are reused by later writes; vacuum() gives them back to the
+        filesystem."""
         try:
             pruned = self._db.execute("DELETE FROM history WHERE released < ?", (released_before,)).rowcount
+            if windows_before is not None:
+                self._db.execute("DELETE FROM windows WHERE latest < ?", (windows_before,))
             # A large prune leaves a WAL as big as what it deleted: empty it now rather than keep it.
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return pruned
@@ -292,12 +307,13 @@ class Store:
                 [(ban.jail, _text(ban.address), ban.start, None if ban.end == math.inf else ban.end,
                   ban.offence, ban.reason) for ban in changes.bans.values()])
         for jail, windows in changes.windows.items():
-            if windows:
-                failures = json.dumps({_text(address): list(times) for address, times in windows.items()},
-                                      separators=(",", ":"))
-                db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (jail, failures))
-            else:
-                db.execute("DELETE FROM windows WHERE jail = ?", (jail,))
+            gone = [(jail, _text(address)) for address, times in windows.items() if not times]
+            kept = [(jail, _text(address), ",".join(map(repr, times)), max(times))
+                    for address, times in windows.items() if times]
+            if gone:
+                db.executemany("DELETE FROM windows WHERE jail = ? AND address = ?", gone)
+            if kept:
+                db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?)", kept)
         if changes.positions:
             db.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)", changes.positions.items())
 

@@ -102,22 +102,25 @@ def test_history_comes_back_oldest_release_first(store, path):
     assert [released for *_, released in reopen(store, path).history] == [1000.0, 2000.0, 3000.0]
 
 
-def test_positions_and_windows_are_replaced_not_accumulated(store, path):
+def test_positions_and_windows_are_replaced_address_by_address(store, path):
     store.commit(Changes(positions={"journal": '{"cursor":"a","usec":1}', "syslog": "x"},
                          windows={"sshd": {V4: [1.0, 2.0], V6: [3.0]}, "nginx": {OTHER: [4.0]}}))
     store.commit(Changes(positions={"journal": '{"cursor":"b","usec":2}'},
-                         windows={"sshd": {V6: [3.0, 5.5]}}))
+                         windows={"sshd": {V6: [3.0, 5.5], V4: None}}))
 
     loaded = reopen(store, path)
     assert loaded.positions == {"journal": '{"cursor":"b","usec":2}', "syslog": "x"}
     assert loaded.windows == {"sshd": {V6: [3.0, 5.5]}, "nginx": {OTHER: [4.0]}}
 
 
-def test_a_jail_with_no_windows_left_has_none_stored(store, path):
-    store.commit(Changes(windows={"sshd": {V4: [1.0]}}))
-    store.commit(Changes(windows={"sshd": {}}))
+def test_a_window_that_ended_is_deleted_and_an_old_one_pruned(store, path):
+    store.commit(Changes(windows={"sshd": {V4: [1.0], V6: [900.0, 1000.0]}}))
+    store.commit(Changes(windows={"sshd": {V4: None}}))
+    store.commit(Changes(windows={"sshd": {OTHER: [5000.0]}}))
+    assert store.load(2000.0).windows == {"sshd": {V6: [900.0, 1000.0], OTHER: [5000.0]}}
 
-    assert reopen(store, path).windows == {}
+    store.prune(released_before=0.0, windows_before=2000.0)
+    assert reopen(store, path).windows == {"sshd": {OTHER: [5000.0]}}
 
 
 def test_dropped_jail_loses_its_windows_and_bans_but_not_its_history(store, path):
@@ -158,11 +161,12 @@ def test_merge_keeps_only_the_latest_fate_of_each_ban():
 
 
 def test_merge_lets_later_positions_and_windows_win():
-    failed = Changes(positions={"journal": "old", "syslog": "s"}, windows={"sshd": {V4: [1.0]}, "app": {V6: [2.0]}})
-    failed.merge(Changes(positions={"journal": "new"}, windows={"sshd": {OTHER: [3.0]}}))
+    failed = Changes(positions={"journal": "old", "syslog": "s"},
+                     windows={"sshd": {V4: [1.0], OTHER: [1.5]}, "app": {V6: [2.0]}})
+    failed.merge(Changes(positions={"journal": "new"}, windows={"sshd": {OTHER: [3.0], V4: None}}))
 
     assert failed.positions == {"journal": "new", "syslog": "s"}
-    assert failed.windows == {"sshd": {OTHER: [3.0]}, "app": {V6: [2.0]}}
+    assert failed.windows == {"sshd": {V4: None, OTHER: [3.0]}, "app": {V6: [2.0]}}
 
 
 def test_merge_of_a_later_drop_discards_that_jails_earlier_bans_and_windows():
