@@ -17,9 +17,11 @@ run: deps
 test: deps
 	$(PY) -m pytest -q -rs tests
 
-# All benchmarks, each against Fail2Ban where it has a counterpart (~10 min); reports in tests/bench/data/.
+# All benchmarks, each against Fail2Ban where it has a counterpart (~12 min); reports in tests/bench/data/.
 bench: deps
 	$(PY) tests/bench/bench_sshd.py
 	$(PY) tests/bench/bench_journal.py
 	$(PY) tests/bench/bench_syslog.py
 	$(PY) tests/bench/bench_firewall.py
+	$(PY) tests/bench/bench_flood.py
+	$(PY) tests/bench/bench_store.py

@@ -24,6 +24,7 @@ from agent.config_values import (
     backend,
     boolean,
     byte_size,
+    http_listen,
     describe,
     factor,
     filter_reference,
@@ -151,12 +152,19 @@ class JailConfig:
 
 
 @dataclass(slots=True, frozen=True)
+class MetricsConfig:
+    # Prometheus text on http://HOST:PORT/metrics; None (the default): no endpoint.
+    listen: ListenAddress | None = None
+
+
+@dataclass(slots=True, frozen=True)
 class Config:
     agent: AgentConfig
     sources: SourcesConfig
     jails: dict[str, JailConfig]  # every jail, enabled or not, in the order first defined
     files: tuple[Path, ...]  # the files read, main file first
     firewall: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> its options
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None,
@@ -260,7 +268,7 @@ class _Checker:
         self.errors: list[ConfigError] = []
 
     def config(self, document: dict, files: tuple[Path, ...]) -> Config:
-        self.table(document, (), ("agent", "sources", "firewall", "jails"))
+        self.table(document, (), ("agent", "sources", "firewall", "jails", "metrics"))
         agent = AgentConfig(**self.agent(self.table(document.get("agent", {}), ("agent",), _AGENT_KEYS)))
         sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
         journal = self.table(sources.get("journal", {}), ("sources", "journal"), _JOURNAL_KEYS)
@@ -288,6 +296,8 @@ class _Checker:
             jails={name: self.jail(name, jail, agent, jails) for name, jail in jails.items()},
             files=files,
             firewall=self.firewall(self.table(document.get("firewall", {}), ("firewall",), tuple(FIREWALL_OPTIONS))),
+            metrics=MetricsConfig(**self.read(self.table(document.get("metrics", {}), ("metrics",), ("listen",)),
+                                              ("metrics",), {"listen": http_listen})),
         )
 
     def firewall(self, table: dict) -> dict[str, dict[str, Any]]:

@@ -161,6 +161,16 @@ def listen(value: object) -> ListenAddress:
     return ListenAddress(url.scheme, host, port)
 
 
+def http_listen(value: object) -> ListenAddress:
+    """HOST:PORT of an HTTP endpoint, e.g. "127.0.0.1:9716" or "[::1]:9716"."""
+    text = nonempty_text(value)
+    try:
+        return listen(f"tcp://{text}")
+    except ValueError:
+        raise ValueError(f"{text!r}: expected HOST:PORT with an IP address, as in 127.0.0.1:9716 or "
+                         "[::1]:9716") from None
+
+
 def poll_interval(value: object) -> float:
     """Seconds between checks of the journal for entries its notifications have not announced yet."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

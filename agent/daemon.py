@@ -21,6 +21,7 @@ from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
 from agent.host import own_addresses
 from agent.jails import build_jails
+from agent.metrics import MetricsServer
 from agent.notify import Notifier
 from agent.pipeline import Outcome, Pipeline
 from agent.recording import Recorder, position_text
@@ -53,6 +54,7 @@ class Agent:
                                  config.agent.history_window, self._longest_findtime)
         self.notifier = Notifier()
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
         self.enforcer: Enforcer | None = None
         self._stopping: asyncio.Event | None = None
         if not dry_run:
@@ -162,12 +164,20 @@ class Agent:
         if not self.pipeline.jails:
             log.error("no jail can run; exiting")
             return 1
-        self.control = ControlServer(self.config.agent.socket, Commands(self))
+        commands = Commands(self)
+        self.control = ControlServer(self.config.agent.socket, commands)
         try:
             await self.control.start()
         except ControlSocketError as error:
             log.error("%s; exiting", error)
             return 1
+        if self.config.metrics.listen is not None:
+            self.metrics = MetricsServer(self.config.metrics.listen, commands.status)
+            try:
+                await self.metrics.start()
+            except OSError as error:
+                log.error("%s; running without metrics", error.strerror)
+                self.metrics = None
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -202,6 +212,8 @@ class Agent:
             await source.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.enforcer is not None:
             await self.enforcer.stop(teardown=not self.config.agent.keep_bans_on_stop)
         await self.recorder.close()

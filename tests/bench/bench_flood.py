@@ -11,7 +11,10 @@ were in the kernel, 153 MB peak RSS; `--fail2ban` is not implemented here, so th
 quoted, not measured in this run.
 
 Prints a table and writes tests/bench/data/last_flood.json. Run as root:
-    .venv/bin/python tests/bench/bench_flood.py [--entries-scale 1.0]
+    .venv/bin/python tests/bench/bench_flood.py [--addresses 50000 --banned 25000]
+
+peak_rss_mib is the kernel's VmHWM, which counts the journal file pages the reader maps (the
+kernel may drop them at any time); peak_rss_anon_mib is the agent's own memory.
 """
 
 from __future__ import annotations

@@ -9,11 +9,14 @@ import signal
 import socket
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from .agent import AgentProcess, journal_config
 from .polling import wait_until
+from .rsyslog import free_port
 from .test_journal_source import APP_FILTER, fail
 
 
@@ -146,3 +149,26 @@ def test_a_locked_store_holds_nothing_up_and_gets_the_bans_when_it_recovers(serv
     service.kill()  # no final write: what the store has is what it got after recovering
     service.start()
     assert [b["address"] for b in answer(service, "bans")] == ["203.0.113.76"]
+
+
+def test_prometheus_metrics_show_the_jails_counters(journal_namespace, tmp_path):
+    port = free_port()
+    config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2)
+    config += f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    with AgentProcess(tmp_path, config, {"app": APP_FILTER}) as agent:
+        fail(journal_namespace, "203.0.113.77")
+        fail(journal_namespace, "203.0.113.77")
+        agent.wait_for(r"jail app: ban 203\.0\.113\.77")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            samples = dict(line.rsplit(" ", 1) for line in response.read().decode().splitlines()
+                           if not line.startswith("#"))
+        assert samples['jailwarden_failures_total{jail="app"}'] == "2"
+        assert samples['jailwarden_bans_total{jail="app"}'] == "1"
+        assert samples['jailwarden_active_bans{jail="app"}'] == "1"
+        assert samples['jailwarden_backend_up{jail="app",backend="dry run"}'] == "1"
+        assert float(samples['jailwarden_source_events_total{source="journal"}']) >= 2
+        assert samples["jailwarden_store_up"] == "1"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+        assert missing.value.code == 404
