@@ -30,6 +30,7 @@ from agent.sources import SourceError, source_class
 log = logging.getLogger("jailwarden")
 
 STORE_FILE = "jailwarden.db"
+DRY_RUN_STORE_FILE = "dry-run.db"
 LEGACY_CHECKPOINT = "checkpoint.json"  # what versions before the store kept; imported once
 STATUS_INTERVAL = 5.0  # seconds between STATUS= updates to systemd
 
@@ -50,7 +51,10 @@ class Agent:
         self.saved_position: tuple[str, int] | None = None  # kept while no journal source runs
         self.started = time.time()
         self.own: frozenset[Address] = frozenset()  # this host's addresses, never banned
-        self.recorder = Recorder(config.agent.state_dir / STORE_FILE, self._snapshot,
+        # A dry run keeps a state of its own: its bans never reached the firewall, and the position
+        # it read to must not make the next real run skip those entries.
+        self.recorder = Recorder(config.agent.state_dir / (DRY_RUN_STORE_FILE if dry_run else STORE_FILE),
+                                 self._snapshot,
                                  config.agent.history_window, self._longest_findtime)
         self.notifier = Notifier()
         self.control: ControlServer | None = None
@@ -105,7 +109,7 @@ class Agent:
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
                     ban.reason, mode)
 
-    def _lift(self, ban: Ban, now: float, why: str) -> None:
+    def lift(self, ban: Ban, now: float, why: str) -> None:
         if self.enforcer is not None:
             self.enforcer.unban(ban.jail, ban.address)
         self.recorder.lifted(ban, now)
@@ -143,7 +147,7 @@ class Agent:
         for ban in bans:
             book.unban(ban.jail, ban.address, now)
             self.pipeline.jails[ban.jail].jail.forget(ban.address)
-            self._lift(ban, now, "manual unban")
+            self.lift(ban, now, "manual unban")
         return bans
 
     async def reload(self) -> list[str]:
@@ -185,7 +189,8 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
         await self._protect_own_addresses()
         now = time.time()
-        await restore.restore(self, now, self.config.agent.state_dir / LEGACY_CHECKPOINT)
+        legacy = None if self.dry_run else self.config.agent.state_dir / LEGACY_CHECKPOINT
+        await restore.restore(self, now, legacy)
         await self.start_sources(now)
         if not self.sources:
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
@@ -314,7 +319,7 @@ class Agent:
         while True:
             await asyncio.sleep(1.0)
             for ban in book.expire(time.time()):
-                self._lift(ban, ban.end, "ban ended")
+                self.lift(ban, ban.end, "ban ended")
 
 
 def _duration(seconds: float) -> str:

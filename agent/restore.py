@@ -27,15 +27,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("jailwarden")
 
 
-async def restore(agent: Agent, now: float, legacy_checkpoint: Path) -> None:
+async def restore(agent: Agent, now: float, legacy_checkpoint: Path | None) -> None:
     stored = await _from_store(agent, now, legacy_checkpoint)
+    # Bans that ended while the agent was stopped end now, before any source is read (a failure
+    # read back must start a new, longer ban, not extend the old one) and before reconciling (a
+    # firewall without expiry still holds them: they are lifted, not taken over).
+    ended = agent.pipeline.book.expire(now)
+    for ban in ended:
+        agent.lift(ban, ban.end, "ended while the agent was stopped")
     if agent.enforcer is None:
         return
+    ended_addresses = {(ban.jail, ban.address) for ban in ended}
     found = await agent.enforcer.start()
     for jail in agent.pipeline.jails:
         bans = stored.get(jail, {})
         if jail in found:
-            _reconcile(agent, jail, bans, found[jail], now)
+            held = {target: ttl for target, ttl in found[jail].items() if (jail, target) not in ended_addresses}
+            _reconcile(agent, jail, bans, held, now)
         else:
             for ban in bans.values():
                 agent.enforcer.ban(jail, ban.address, ban.end)
@@ -45,7 +53,7 @@ def journal_position(saved: tuple[str, int] | None) -> Position | None:
     return Position(*saved) if saved is not None else None
 
 
-async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path) -> dict[str, dict[Address, Ban]]:
+async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path | None) -> dict[str, dict[Address, Ban]]:
     """Load the store into the agent; the active bans per jail."""
     loaded = await agent.recorder.open(now, legacy_checkpoint)
     if loaded is None:
@@ -55,13 +63,17 @@ async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path) -> dict
         book.restore_history(jail, address, offence, released)
     active: dict[str, dict[Address, Ban]] = {}
     gone: dict[str, int] = {}
-    for ban in loaded.bans + loaded.ended:
-        if ban.jail not in jails:
-            gone[ban.jail] = gone.get(ban.jail, 0) + 1
-            continue
-        book.restore(ban)  # an ended one comes back from the next expiry check, which unbans it
-        if ban in loaded.bans:
+    for ban in loaded.bans:
+        if ban.jail in jails:
+            book.restore(ban)
             active.setdefault(ban.jail, {})[ban.address] = ban
+        else:
+            gone[ban.jail] = gone.get(ban.jail, 0) + 1
+    for ban in loaded.ended:
+        if ban.jail in jails:
+            book.restore(ban)  # over: the expiry right after loading lifts it and records it
+        else:
+            gone[ban.jail] = gone.get(ban.jail, 0) + 1
     restored = 0
     for name, windows in loaded.windows.items():
         if name in jails:

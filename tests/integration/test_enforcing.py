@@ -6,6 +6,8 @@ hold the bans; each kernel backend has its own tests."""
 
 from __future__ import annotations
 
+import time
+
 from .agent import AgentProcess, journal_config
 from .conftest import require_tools
 from .netns import NetworkNamespace
@@ -104,3 +106,30 @@ def test_bans_flushed_or_a_table_deleted_by_hand_while_running_are_put_back(jour
             wait_until(lambda: "203.0.113.64" in elements(ns, "app_v4"), "the table rebuilt and the ban put back")
             agent.wait_for(r"jail app: firewall backend nftables works again")
             assert 3500 < elements(ns, "app_v4")["203.0.113.64"] <= 3600
+
+
+def test_a_ban_that_ended_while_the_agent_was_stopped_is_lifted_and_the_next_one_is_longer(
+        journal_namespace, tmp_path):
+    """iptables keeps no expiry: the rule is still there at start, and must be lifted, not taken
+    over; the failures that follow make a repeat offence."""
+    require_tools("ip", "iptables-legacy")
+    extra = 'backend = "iptables"\nbantime_increment = { factor = 2, max = "1w" }'
+    config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2, extra=extra)
+    config = config.replace('bantime = "1h"', 'bantime = "2s"')
+    with NetworkNamespace("jwagt") as ns:
+        agent = AgentProcess(tmp_path, config, {"app": APP_FILTER}, dry_run=False, netns=ns.name)
+        with agent:
+            fail(journal_namespace, "203.0.113.65")
+            fail(journal_namespace, "203.0.113.65")
+            agent.wait_for(r"jail app: ban 203\.0\.113\.65 for 2s \(offence 1")
+            wait_until(lambda: "203.0.113.65" in ns.run("iptables-legacy", "-w", "-S", "jw-app").stdout, "the rule")
+        time.sleep(2.5)  # time itself is what must pass: the ban ends while no agent runs
+        assert "203.0.113.65" in ns.run("iptables-legacy", "-w", "-S", "jw-app").stdout
+
+        with agent:
+            agent.wait_for(r"jail app: unban 203\.0\.113\.65 \(ended while the agent was stopped\)")
+            wait_until(lambda: "203.0.113.65" not in ns.run("iptables-legacy", "-w", "-S", "jw-app").stdout,
+                       "the rule lifted")
+            fail(journal_namespace, "203.0.113.65")
+            fail(journal_namespace, "203.0.113.65")
+            agent.wait_for(r"jail app: ban 203\.0\.113\.65 for 4s \(offence 2")

@@ -132,13 +132,13 @@ def test_systemd_hears_ready_watchdog_status_and_stopping(journal_namespace, tmp
 
 
 def test_a_locked_store_holds_nothing_up_and_gets_the_bans_when_it_recovers(service, journal_namespace, tmp_path):
-    blocker = sqlite3.connect(tmp_path / "state" / "jailwarden.db", isolation_level=None)
+    blocker = sqlite3.connect(tmp_path / "state" / "dry-run.db", isolation_level=None)  # a dry run's own
     blocker.execute("BEGIN EXCLUSIVE")  # another process writing, or a backup tool holding it
     try:
         fail(journal_namespace, "203.0.113.76")
         fail(journal_namespace, "203.0.113.76")
         service.wait_for(r"jail app: ban 203\.0\.113\.76 for 1h")
-        service.wait_for(r"jailwarden\.db: cannot write: database is locked.*written when the store recovers")
+        service.wait_for(r"dry-run\.db: cannot write: database is locked.*written when the store recovers")
         assert "locked" in answer(service, "status")["store_error"]
         assert [b["address"] for b in answer(service, "bans")] == ["203.0.113.76"]
     finally:
