@@ -16,7 +16,7 @@ from agent.addresses import Address, AddressSet
 from agent.bans import Ban, BanBook, BanPolicy
 from agent.commands import Commands
 from agent.config import Config
-from agent.control import ControlServer, ControlSocketError
+from agent.control import ControlError, ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
 from agent.host import own_addresses
@@ -61,6 +61,10 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.enforcer: Enforcer | None = None
         self._stopping: asyncio.Event | None = None
+        self._running = False  # set once bans are restored and sources started
+        self._exit_status = 0
+        self._reloading = asyncio.Lock()
+        self._signal_tasks: set[asyncio.Task] = set()
         if not dry_run:
             backends, problems = build_backends(config, list(self.pipeline.jails))
             self.problems += problems
@@ -146,14 +150,20 @@ class Agent:
         bans = [ban for ban in book.active(jail) if address is None or ban.address == address]
         for ban in bans:
             book.unban(ban.jail, ban.address, now)
-            self.pipeline.jails[ban.jail].jail.forget(ban.address)
+            setup = self.pipeline.jails.get(ban.jail)
+            if setup is not None:
+                setup.jail.forget(ban.address)
             self.lift(ban, now, "manual unban")
         return bans
 
     async def reload(self) -> list[str]:
+        """Apply the configuration file again (one reload at a time, and only once running)."""
         from agent.reloading import reload
 
-        return await reload(self)
+        if not self._running:
+            raise ControlError("the agent is still starting; reload once it runs")
+        async with self._reloading:
+            return await reload(self)
 
     def lag(self, source) -> float | None:
         """Seconds between the newest entry a source applied and now (the journal's), else None."""
@@ -186,7 +196,7 @@ class Agent:
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         await self._protect_own_addresses()
         now = time.time()
         legacy = None if self.dry_run else self.config.agent.state_dir / LEGACY_CHECKPOINT
@@ -198,12 +208,25 @@ class Agent:
             await self._shut_down([])
             return 1
         log.info("running%s with jails: %s", " (dry run)" if self.dry_run else "", ", ".join(self.pipeline.jails))
+        self._running = True
         self.notifier.ready(self._status_line())
         tasks = [asyncio.create_task(job(), name=job.__name__) for job in
                  (self.recorder.run, self._expire_periodically, self._refresh_own_addresses, self._notify_periodically)]
+        for task in tasks:
+            task.add_done_callback(self._task_ended)
         await self._stopping.wait()
         await self._shut_down(tasks)
-        return 0
+        return self._exit_status
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        """A background task that ends by itself is a bug: without it bans are not ended, or not
+        stored. Stop with an error so the service manager starts the agent afresh."""
+        if task.cancelled() or self._stopping.is_set():
+            return
+        log.critical("%s stopped unexpectedly: %r; stopping so that the agent is restarted", task.get_name(),
+                     task.exception())
+        self._exit_status = 1
+        self._stopping.set()
 
     async def _shut_down(self, tasks: list[asyncio.Task]) -> None:
         log.info("stopping")
@@ -223,6 +246,11 @@ class Agent:
             await self.enforcer.stop(teardown=not self.config.agent.keep_bans_on_stop)
         await self.recorder.close()
         self.notifier.close()
+
+    def _on_sighup(self) -> None:
+        task = asyncio.ensure_future(self._reload_on_signal())
+        self._signal_tasks.add(task)  # referenced until done, so it is not collected half-way
+        task.add_done_callback(self._signal_tasks.discard)
 
     async def _reload_on_signal(self) -> None:
         try:

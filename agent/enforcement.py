@@ -60,6 +60,9 @@ class _Lane:
     problem: str | None = None  # the error while failing, for status
     retry_in: float = _FIRST_RETRY
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # One backend call at a time, held until the call's thread has finished, also when the task
+    # that made it is cancelled: a teardown never runs beside a ban still being written.
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Enforcer:
@@ -137,7 +140,8 @@ class Enforcer:
         try:
             await self._call(lane, "teardown", lane.backend.teardown)
         except BackendError as error:
-            log.error("jail %s: removing its firewall state: %s", jail, error)
+            log.error("jail %s is removed, but not what its firewall backend made: %s; its bans stay in the "
+                      "firewall until removed by hand", jail, error)
 
     def ban(self, jail: str, address: Address, end: float) -> None:
         self._queue(jail, address, end)
@@ -237,15 +241,20 @@ class Enforcer:
         """`function(*args)` in a worker thread; an exception a backend did not foresee (a bug, or
         a library raising what it does not document) becomes a BackendError, so it is retried and
         reported like any other instead of ending the jail's worker."""
-        try:
-            return await asyncio.to_thread(function, *args)
-        except BackendError:
-            raise
-        except Exception as error:  # noqa: BLE001 - reported with its traceback, then retried
-            log.error("jail %s: firewall backend %s: %s failed unexpectedly", lane.jail, lane.backend.name, action,
-                      exc_info=True)
-            raise BackendError(lane.backend.name, f"{action} in jail {lane.jail}",
-                               f"unexpected {type(error).__name__}: {error}") from error
+        async with lane.busy:
+            call = asyncio.ensure_future(asyncio.to_thread(function, *args))
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                await asyncio.wait([call])  # a thread cannot be stopped: let it finish first
+                raise
+            except BackendError:
+                raise
+            except Exception as error:  # noqa: BLE001 - reported with its traceback, then retried
+                log.error("jail %s: firewall backend %s: %s failed unexpectedly", lane.jail, lane.backend.name,
+                          action, exc_info=True)
+                raise BackendError(lane.backend.name, f"{action} in jail {lane.jail}",
+                                   f"unexpected {type(error).__name__}: {error}") from error
 
     def problem(self, jail: str) -> str | None:
         """Why the jail's backend is failing now, or None when it works (or the jail has none)."""

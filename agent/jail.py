@@ -126,6 +126,13 @@ class Jail:
             self._clock = max(self._clock, now)
             self._windows[normalise(address)] = window
 
+    def take_over(self, old: Jail, now: float) -> None:
+        """This jail replaces `old` (a reload changed its settings): its windows, and what of them
+        the store has not been sent yet, carry over."""
+        for address, times in old.windows().items():
+            self.restore(address, times, now)
+        self._changed |= old._changed
+
     def tracked(self) -> int:
         """How many addresses have a live window, as of the latest `now` this jail saw."""
         return len(self._windows)

@@ -15,7 +15,8 @@ from agent.config_values import ListenAddress
 log = logging.getLogger("jailwarden.metrics")
 
 MAX_REQUEST = 8192  # bytes of request line and headers; Prometheus sends a few hundred
-TIMEOUT = 10.0  # seconds a client may take to send its request
+TIMEOUT = 5.0  # seconds a client may take to send its request
+MAX_CONNECTIONS = 16  # beyond this, connections are closed at once: a local user cannot hold many
 
 
 def exposition(status: dict) -> str:
@@ -63,6 +64,7 @@ class MetricsServer:
         self.listen = listen
         self._status = status
         self._server: asyncio.AbstractServer | None = None
+        self._connections = 0
 
     async def start(self) -> None:
         """Listen; OSError (address in use, not permitted) says where."""
@@ -85,6 +87,10 @@ class MetricsServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._connections += 1
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
             method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ") + ["", ""]
@@ -100,6 +106,7 @@ class MetricsServer:
         except Exception:  # noqa: BLE001 - never let a scrape take the agent down
             log.exception("metrics: answering a request failed")
         finally:
+            self._connections -= 1
             writer.close()
 
     @staticmethod

@@ -126,13 +126,30 @@ class Recorder:
                               windows={jail: changed for jail, changed in windows.items() if changed}))
         if not changes:
             return True
+        commit = asyncio.ensure_future(self._in_thread(self._commit, changes))
         try:
-            if self._store is None:
-                self._store = await self._in_thread(Store, self.path)
-            await self._in_thread(self._store.commit, changes)
-        except Exception as error:  # noqa: BLE001 - StoreError, or a bug: kept, logged, retried, never lost
-            if not isinstance(error, StoreError):
-                log.error("writing to the store failed unexpectedly", exc_info=True)
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # Stopping: the commit goes on in its thread; what it could not take stays pending
+            # for the final write in close().
+            await asyncio.wait([commit])
+            self._settle(changes, commit)
+            raise
+        except Exception:  # noqa: BLE001 - settled below, from the future itself
+            pass
+        return self._settle(changes, commit)
+
+    def _commit(self, changes: Changes) -> None:
+        if self._store is None:
+            self._store = Store(self.path)
+        self._store.commit(changes)
+
+    def _settle(self, changes: Changes, commit: asyncio.Future) -> bool:
+        """After a commit: True if it went in; else its changes go back before the newer ones."""
+        error = commit.exception()
+        if error is not None:
+            if not isinstance(error, StoreError):  # a bug: kept, logged, retried, never lost
+                log.error("writing to the store failed unexpectedly", exc_info=error)
                 error = StoreError(f"{self.path}: cannot write: {type(error).__name__}: {error}")
             changes.merge(self._pending)  # newer changes win over the failed ones
             self._pending = changes

@@ -7,7 +7,8 @@ running agent, or refused as a whole, leaving the agent exactly as it was.
   bans are put into the new one.
 - A removed (or disabled) jail's bans are lifted and its backend torn down; a new jail starts.
 - The journal source restarts from its position when the jails' journal matches changed; a
-  source whose own settings changed restarts. `[agent]` paths take effect at the next start.
+  source whose own settings changed restarts. `[agent]` paths, history_window and
+  reconcile_interval, and `[metrics]`, take effect at the next start (the reload says so).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from agent.daemon import Agent
 
 log = logging.getLogger("jailwarden")
-_RESTART_ONLY = ("state_dir", "socket")
+_RESTART_ONLY = ("state_dir", "socket", "history_window", "reconcile_interval")
 
 
 async def reload(agent: Agent) -> list[str]:
@@ -52,15 +53,15 @@ async def reload(agent: Agent) -> list[str]:
         backends, unusable = build_backends(config, wanted)
         if unusable:
             raise ControlError("configuration not reloaded, the running one is kept: " + "; ".join(unusable))
-    # From here on nothing is refused: apply.
+    # From here on nothing is refused: apply. First everything the event path sees, with no
+    # await in between, so no event reaches a jail half removed or half replaced.
     changes: list[str] = []
     now, book = time.time(), agent.pipeline.book
-    for name in [name for name in old if name not in new]:
+    removed = [name for name in old if name not in new]
+    for name in removed:
         for ban in book.active(name):
             book.unban(name, ban.address, now)
             agent.recorder.lifted(ban, now)
-        if agent.enforcer is not None:
-            await agent.enforcer.remove(name)
         agent.recorder.drop_jail(name)
         agent.counters.pop(name, None)
         changes.append(f"jail {name} removed, its bans lifted")
@@ -71,23 +72,26 @@ async def reload(agent: Agent) -> list[str]:
         elif setup.fingerprint == old[name].fingerprint and old_config.jails[name] == config.jails[name]:
             new[name] = old[name]  # unchanged: counters and all
         else:
-            for address, times in old[name].jail.windows().items():
-                setup.jail.restore(address, times, now)
+            setup.jail.take_over(old[name].jail, now)
             changes.append(f"jail {name} changed")
     protected = agent.pipeline.protected
     agent.pipeline = Pipeline(new.values(), book)
     agent.pipeline.protected = protected
     agent.config = config
+    # Then the firewall. Bans decided meanwhile in a jail whose backend is being replaced are put
+    # into the new backend with the jail's others.
     if agent.enforcer is not None:
-        for name in rebuilt:
+        for name in removed + rebuilt:
             await agent.enforcer.remove(name)
-            changes.append(f"jail {name}: firewall backend {config.jails[name].backend} set up anew")
+        changes += [f"jail {name}: firewall backend {config.jails[name].backend} set up anew" for name in rebuilt]
         for name, backend in backends.items():
             await agent.enforcer.add(name, backend)
             for ban in book.active(name):
                 agent.enforcer.ban(name, ban.address, ban.end)
     changes += [f"[agent] {key} changed: takes effect at the next start" for key in _RESTART_ONLY
                 if getattr(old_config.agent, key) != getattr(config.agent, key)]
+    if old_config.metrics != config.metrics:
+        changes.append("[metrics] changed: takes effect at the next start")
     changes += await _restart_sources(agent, old_config, old)
     log.warning("reloaded %s: %s", agent.config_path, "; ".join(changes) or "nothing changed")
     return changes

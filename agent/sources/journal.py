@@ -85,6 +85,7 @@ class JournalSource:
         self._draining = False
         self._next_batch: asyncio.Handle | None = None  # the next batch of a drain under way
         self._read_since_open = 0
+        self._reopen_tried = 0.0
         self._stopped = False
         # Entries at or before this time are already applied (set when a cursor was lost).
         self._skip_until_usec = -1
@@ -184,12 +185,22 @@ class JournalSource:
     def _on_poll(self) -> None:
         if self._stopped:
             return
-        if self._reader is None:
-            self._reopen_after_failure()
-        self._drain()
-        self._schedule_poll()
+        try:
+            if self._reader is None:
+                self._reopen_after_failure()
+            self._drain()
+        except Exception:  # a bug must not end polling for good: logged, and the next poll comes
+            self._counts["errors"] += 1
+            log.exception("journal: reading failed unexpectedly; going on")
+        finally:
+            self._schedule_poll()
 
     def _reopen_after_failure(self) -> None:
+        """Open the journal again after `_reopen` failed: once a second, logged when it works."""
+        now = time.monotonic()
+        if now - self._reopen_tried < 1.0:
+            return
+        self._reopen_tried = now
         try:
             self._reader, _ = self._open()
             self._seek(quiet=True)
@@ -198,6 +209,8 @@ class JournalSource:
             if self._reader is not None:
                 self._reader.close()
             self._reader = None
+            return
+        log.warning("journal: open again; reading on after the last applied entry")
 
     def _on_change(self) -> None:
         self._counts["wakeups"] += 1
@@ -277,6 +290,7 @@ class JournalSource:
                 log.warning("journal: reading the next entry failed: %s", error)
                 return False
             counts["received"] += 1
+            self._skip_until_usec = -1  # past the lost cursor's time: nothing more to skip
             fields = {key: _text(value) for key, value in entry.items() if not key.startswith("__")}
             message = fields.pop("MESSAGE", "")
             try:

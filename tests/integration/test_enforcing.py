@@ -133,3 +133,26 @@ def test_a_ban_that_ended_while_the_agent_was_stopped_is_lifted_and_the_next_one
             fail(journal_namespace, "203.0.113.65")
             fail(journal_namespace, "203.0.113.65")
             agent.wait_for(r"jail app: ban 203\.0\.113\.65 for 4s \(offence 2")
+
+
+def test_a_reload_that_changes_a_jails_backend_moves_its_bans_and_a_removed_jail_lifts_them(
+        journal_namespace, tmp_path):
+    require_tools("ip", "nft", "iptables-legacy")
+    config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2, extra='backend = "nftables"')
+    with NetworkNamespace("jwagt") as ns:
+        with AgentProcess(tmp_path, config, {"app": APP_FILTER}, dry_run=False, netns=ns.name) as agent:
+            fail(journal_namespace, "203.0.113.66")
+            fail(journal_namespace, "203.0.113.66")
+            wait_until(lambda: "203.0.113.66" in elements(ns, "app_v4"), "the ban in nftables")
+
+            agent.config_path.write_text(config.replace('backend = "nftables"', 'backend = "iptables"'))
+            reloaded = agent.cli("reload")
+            assert reloaded.returncode == 0 and "firewall backend iptables set up anew" in reloaded.stdout
+            wait_until(lambda: "-A jw-app -s 203.0.113.66/32 -j DROP" in ns.run("iptables-legacy", "-w", "-S").stdout,
+                       "the ban moved into iptables")
+            assert "jailwarden" not in ns.run("nft", "list", "tables").stdout  # the old backend's table is gone
+
+            agent.config_path.write_text(config.replace("[jails.app]", "[jails.other]").replace(
+                'backend = "nftables"', 'backend = "iptables"'))
+            assert agent.cli("reload").returncode == 0
+            wait_until(lambda: "jw-app" not in ns.run("iptables-legacy", "-w", "-S").stdout, "the jail's chain removed")
