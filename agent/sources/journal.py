@@ -32,7 +32,7 @@ log = logging.getLogger("jailwarden.journal")
 # Entries read in one go before yielding to the loop, so a backlog (history read back at
 # start, a burst) never starves the other sources.
 _BATCH = 100
-_BATCH_SECONDS = 0.004
+_BATCH_SECONDS = 0.002
 # sd_journal keeps every part of the journal files it has read mapped, and those pages count in
 # the agent's RSS: ~70 MB over a 100,000-entry flood. After this many entries the reader is
 # opened afresh at the current position, which maps only what it reads next.
