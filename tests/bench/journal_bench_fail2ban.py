@@ -37,11 +37,16 @@ class Fail2BanServer:
     """One fail2ban-server; use as a context manager (stops the server and removes its
     directory even on failure)."""
 
-    def __init__(self, namespace: str, exe: str, message_regex: str, maxretry: int) -> None:
+    def __init__(self, namespace: str, exe: str, message_regex: str, maxretry: int, *,
+                 action: str | None = None, netns: str | None = None) -> None:
         self.namespace = namespace
         self.exe = exe
         self.message_regex = message_regex
         self.maxretry = maxretry
+        # `action`: the text of the jail's action file instead of the time stamp; `netns`: the
+        # network namespace the server (and so its actions) runs in.
+        self.action = action
+        self.netns = netns
         self.dir: Path | None = None
         self.process: subprocess.Popen | None = None
 
@@ -100,7 +105,7 @@ failregex = {self.message_regex}
 ignoreregex =
 journalmatch = _EXE={self.exe} _UID=0
 """)
-        (conf / "action.d" / f"{JAIL}-stamp.conf").write_text(f"""[Definition]
+        (conf / "action.d" / f"{JAIL}-stamp.conf").write_text(self.action or f"""[Definition]
 actionstart =
 actionstop =
 actioncheck =
@@ -115,7 +120,8 @@ actionunban =
             conf = self._write_config()
             with open(self.dir / "server.out", "wb") as out:
                 self.process = subprocess.Popen(
-                    [SERVER, "-f", "-x", "-c", str(conf), "-s", str(self.dir / "fail2ban.sock"),
+                    [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+                     SERVER, "-f", "-x", "-c", str(conf), "-s", str(self.dir / "fail2ban.sock"),
                      "-p", str(self.dir / "fail2ban.pid")],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
             deadline = time.monotonic() + timeout

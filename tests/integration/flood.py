@@ -74,9 +74,9 @@ def plan(count: int, banned: int, seed: int = 1) -> tuple[list[str], set[str], s
     return messages, guilty, innocent
 
 
-def kernel_set_members(namespace: NetworkNamespace) -> set[str]:
+def kernel_set_members(namespace: NetworkNamespace, prefix: str = "add jw-flood-") -> set[str]:
     out = namespace.run("ipset", "list", "-o", "save", timeout=120).stdout
-    return {line.split()[2] for line in out.splitlines() if line.startswith("add jw-flood-")}
+    return {line.split()[2] for line in out.splitlines() if line.startswith(prefix)}
 
 
 def kernel_set_size(namespace: NetworkNamespace) -> int:
