@@ -156,3 +156,16 @@ def test_a_reload_that_changes_a_jails_backend_moves_its_bans_and_a_removed_jail
                 'backend = "nftables"', 'backend = "iptables"'))
             assert agent.cli("reload").returncode == 0
             wait_until(lambda: "jw-app" not in ns.run("iptables-legacy", "-w", "-S").stdout, "the jail's chain removed")
+
+
+def test_with_keep_bans_on_stop_false_a_clean_stop_lifts_the_bans(journal_namespace, tmp_path):
+    require_tools("ip", "nft")
+    config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2, extra='backend = "nftables"')
+    config = config.replace("[sources.journal]", "keep_bans_on_stop = false\n[sources.journal]")
+    with NetworkNamespace("jwagt") as ns:
+        with AgentProcess(tmp_path, config, {"app": APP_FILTER}, dry_run=False, netns=ns.name) as agent:
+            fail(journal_namespace, "203.0.113.67")
+            fail(journal_namespace, "203.0.113.67")
+            wait_until(lambda: "203.0.113.67" in elements(ns, "app_v4"), "the ban in the kernel")
+        assert agent.matching(r"jail app: firewall bans lifted at stop")
+        assert "jailwarden" not in ns.run("nft", "list", "tables").stdout
