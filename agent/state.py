@@ -1,6 +1,6 @@
-"""The checkpoint: the journal position and the failure windows as they were once every
-entry up to that position had been applied, saved together in one file so a restart neither
-loses a failure nor counts one twice. (The store issue moves this into sqlite.)"""
+"""The checkpoint file of versions before the store: the journal position and the failure
+windows in one JSON file. The agent now keeps them in sqlite (agent/store.py); this module reads
+such a file so the store can import it once (and writes one, for the tests of that import)."""
 
 from __future__ import annotations
 
