@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import sysconfig
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,14 +43,26 @@ TABLE_LOCK = threading.RLock()
 
 def import_iptc():
     """The `iptc` module. Its import asks `ldconfig -v` (a process) where the xtables extensions
-    are unless XTABLES_LIBDIR says so, so say so where the usual directory exists."""
+    are unless XTABLES_LIBDIR says so, so say so where the usual directory exists. It also
+    imports `distutils.sysconfig`, which setuptools' shim (where setuptools is installed) turns
+    into an import of setuptools and pkg_resources: 15 MB of memory for one function. Python
+    3.11's own distutils serves it instead (3.12 has none, and python-iptables then does without)."""
     if "XTABLES_LIBDIR" not in os.environ:
         multiarch = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
         for directory in (f"/usr/lib/{multiarch}/xtables", "/usr/lib64/xtables", "/usr/lib/xtables"):
             if os.path.isdir(directory):
                 os.environ["XTABLES_LIBDIR"] = directory
                 break
-    import iptc
+    if "distutils" not in sys.modules:
+        try:
+            import _distutils_hack
+
+            _distutils_hack.remove_shim()
+        except (ImportError, AttributeError):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "distutils is deprecated"
+        import iptc
 
     return iptc
 

@@ -42,7 +42,9 @@ _GROUP_RE = re.compile(r"\(\?P<([A-Za-z_]\w*)>|\(\?P=([A-Za-z_]\w*)\)|\(\?\(([A-
 _LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 # Numbered groups would point at another alternative's groups once the list is combined.
 _NUMBERED_REFERENCE = re.compile(r"(?<!\\)\\[1-9]|\(\?\(\d")
-_ADDRESS_CACHE_MAX = 65536
+# Per filter: address texts already parsed, and their verdicts. Big enough for the distinct
+# attackers of a busy day; a flood of unique addresses clears it rather than growing it.
+_ADDRESS_CACHE_MAX = 8192
 # A literal shorter than this is in nearly every message: testing for it costs more than it saves.
 _MIN_LITERAL = 3
 _REPEATED = re.compile(r"message repeated ([1-9][0-9]{0,5}) times: \[ ?(.*)\]$")

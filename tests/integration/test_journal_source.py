@@ -223,7 +223,7 @@ filter = "sshd"
 
 
 def test_the_reader_opened_afresh_during_a_flood_loses_and_repeats_nothing(journal_namespace, monkeypatch, caplog):
-    monkeypatch.setattr(journal_module, "_REOPEN_AFTER", 7)  # normally every 5,000 entries
+    monkeypatch.setattr(journal_module, "_REOPEN_AFTER", 7)  # normally every 1,000 entries
     monkeypatch.setattr(journal_module, "_BATCH", 5)
     caplog.set_level(logging.DEBUG, "jailwarden.journal")
     for i in range(60):
