@@ -223,7 +223,9 @@ filter = "sshd"
 
 
 def test_the_reader_opened_afresh_during_a_flood_loses_and_repeats_nothing(journal_namespace, monkeypatch, caplog):
-    monkeypatch.setattr(journal_module, "_REOPEN_AFTER", 7)  # normally every 1,000 entries
+    # Normally once the mapped journal pages grew by 12 MiB, looked at every 250 entries.
+    monkeypatch.setattr(journal_module, "_REOPEN_CHECK", 7)
+    monkeypatch.setattr(journal_module, "_REOPEN_GROWTH", -1)
     monkeypatch.setattr(journal_module, "_BATCH", 5)
     caplog.set_level(logging.DEBUG, "jailwarden.journal")
     for i in range(60):
