@@ -5,8 +5,8 @@ test created, never in the root namespace, and the namespace is deleted afterwar
 `ip netns exec`, since python-iptables and libnftables act on the namespace of the process
 that calls them) with the namespace's `interpreter` (this test run's by default, or Debian's
 /usr/bin/python3 with the distribution's pyroute2 and python-iptables) and returns what the
-code printed as JSON on its last line. `run(*argv)` runs
-a command there, such as `ipset list` or `nft -j list ruleset`, to read the kernel's own view.
+code printed as JSON on its last line; `run_python` returns the finished process instead. `run(*argv)`
+runs a command there, such as `ipset list` or `nft -j list ruleset`, to read the kernel's own view.
 `Link` joins two namespaces with a veth pair for tests that send real packets, and
 `listening_pair` gives such a pair with TCP listeners in the first and `connect()` from the second.
 """
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+NO_NET_ADMIN = ("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all")  # a run_python wrapper
 
 
 class NetworkNamespace:
@@ -49,11 +50,17 @@ class NetworkNamespace:
         return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True,
                               check=check, timeout=timeout)
 
-    def python(self, code: str, timeout: float = 60):
-        """Run `code` in the namespace with the repository importable; returns the JSON value on
-        the last line it printed (None if it printed nothing). Raises with its stderr on failure."""
+    def run_python(self, code: str, *, wrapper: tuple[str, ...] = (),
+                   timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run `code` with the namespace's interpreter and the repository importable, under
+        `wrapper` (e.g. setpriv dropping a capability); the finished process, whatever its status."""
         prelude = f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-        result = self.run(self.interpreter, "-c", prelude + code, check=False, timeout=timeout)
+        return self.run(*wrapper, self.interpreter, "-c", prelude + code, check=False, timeout=timeout)
+
+    def python(self, code: str, timeout: float = 60):
+        """Run `code` as run_python does; returns the JSON value on the last line it printed (None
+        if it printed nothing). Raises with its stderr on failure."""
+        result = self.run_python(code, timeout=timeout)
         if result.returncode != 0:
             raise AssertionError(f"code in namespace {self.name} failed ({result.returncode}):\n{result.stderr}")
         lines = result.stdout.strip().splitlines()

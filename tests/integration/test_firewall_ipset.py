@@ -13,7 +13,7 @@ from firewall import BackendError
 from firewall.ipset import IpsetBackend
 
 from .conftest import require_root, require_tools
-from .netns import REPO, NetworkNamespace, listening_pair
+from .netns import NO_NET_ADMIN, NetworkNamespace, listening_pair
 from .polling import wait_until
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.ipset import IpsetBackend\n"
@@ -186,9 +186,8 @@ def test_teardown_names_the_rule_an_administrator_added_on_our_set(ns):
 
 
 def test_setup_after_a_crash_adopts_the_sets_the_bans_and_the_hook_rules(ns):
-    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
-                     + PREFIX + "b = IpsetBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
-                     "os.kill(os.getpid(), 9)", check=False)
+    crashed = ns.run_python(PREFIX + "import os; b = IpsetBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
+                            "os.kill(os.getpid(), 9)")
     assert crashed.returncode == -9
 
     listed = in_ns(ns, "b.setup(); print(json.dumps({str(k): v for k, v in b.list().items()}))")
@@ -255,9 +254,7 @@ def test_a_set_type_the_kernel_lacks_names_the_module(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
-                    f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
-                    + "IpsetBackend('sshd').setup()", check=False)
+    result = ns.run_python(PREFIX + "IpsetBackend('sshd').setup()", wrapper=NO_NET_ADMIN)
     assert result.returncode != 0
     assert "Operation not permitted" in result.stderr and "CAP_NET_ADMIN" in result.stderr
 

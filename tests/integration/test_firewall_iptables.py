@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from .conftest import require_root, require_tools
-from .netns import REPO, NetworkNamespace, listening_pair
+from .netns import NO_NET_ADMIN, NetworkNamespace, listening_pair
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.iptables import IptablesBackend\n"
           "ip, net = ipaddress.ip_address, ipaddress.ip_network\n"
@@ -152,9 +152,8 @@ def test_teardown_removes_only_this_jails_chain_and_jump(ns):
 
 
 def test_setup_after_a_crash_adopts_the_bans_left_in_the_kernel(ns):
-    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
-                     + PREFIX + "b = IptablesBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
-                     "os.kill(os.getpid(), 9)", check=False)
+    crashed = ns.run_python(PREFIX + "import os; b = IptablesBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
+                            "os.kill(os.getpid(), 9)")
     assert crashed.returncode == -9
 
     listed = in_ns(ns, "b.setup(); print(json.dumps(listed(b)))")
@@ -251,9 +250,7 @@ def test_options_are_checked_when_the_backend_is_built(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
-                    f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
-                    + "IptablesBackend('sshd').setup()", check=False)
+    result = ns.run_python(PREFIX + "IptablesBackend('sshd').setup()", wrapper=NO_NET_ADMIN)
     assert result.returncode != 0
     assert "BackendError" in result.stderr and "CAP_NET_ADMIN" in result.stderr
 

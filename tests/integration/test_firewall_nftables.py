@@ -15,7 +15,7 @@ from firewall._nftables_ruleset import fit_networks
 from firewall.libnftables import Libnftables
 
 from .conftest import require_root, require_tools
-from .netns import REPO, NetworkNamespace, listening_pair
+from .netns import NO_NET_ADMIN, NetworkNamespace, listening_pair
 from .polling import wait_until
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.nftables import NftablesBackend\n"
@@ -146,9 +146,8 @@ def test_teardown_removes_only_this_jail_and_the_table_last(ns):
 
 
 def test_setup_after_a_crash_adopts_the_bans_left_in_the_kernel(ns):
-    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
-                     + PREFIX + "b = NftablesBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
-                     "os.kill(os.getpid(), 9)", check=False)
+    crashed = ns.run_python(PREFIX + "import os; b = NftablesBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
+                            "os.kill(os.getpid(), 9)")
     assert crashed.returncode == -9
 
     listed = in_ns(ns, "b.setup(); print(json.dumps({str(k): v for k, v in b.list().items()}))")
@@ -188,9 +187,7 @@ def test_a_set_of_another_type_is_refused_with_the_way_out(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
-                    f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
-                    + "NftablesBackend('sshd').setup()", check=False)
+    result = ns.run_python(PREFIX + "NftablesBackend('sshd').setup()", wrapper=NO_NET_ADMIN)
     assert result.returncode != 0
     assert "Operation not permitted" in result.stderr and "CAP_NET_ADMIN" in result.stderr
 

@@ -17,7 +17,7 @@ import pytest
 from firewall._route_netlink import BATCH
 
 from .conftest import require_root, require_tools
-from .netns import REPO, NetworkNamespace, listening_pair
+from .netns import NO_NET_ADMIN, NetworkNamespace, listening_pair
 from .polling import wait_until
 
 PREFIX = ("import ipaddress, json, time\nfrom firewall.route import RouteBackend\n"
@@ -154,9 +154,8 @@ def test_teardown_removes_only_this_jails_routes(ns):
 
 
 def test_setup_after_a_crash_adopts_the_bans_left_in_the_kernel(ns):
-    crashed = ns.run(ns.interpreter, "-c", f"import sys, os; sys.path.insert(0, {str(REPO)!r})\n"
-                     + PREFIX + "b = RouteBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
-                     "os.kill(os.getpid(), 9)", check=False)
+    crashed = ns.run_python(PREFIX + "import os; b = RouteBackend('sshd'); b.setup(); b.ban(ip('192.0.2.12'), 600)\n"
+                            "os.kill(os.getpid(), 9)")
     assert crashed.returncode == -9
 
     assert in_ns(ns, "b.setup(); print(json.dumps(listed(b)))") == {"192.0.2.12": None}
@@ -191,9 +190,7 @@ def test_options_are_checked_when_the_backend_is_built(ns):
 
 def test_without_cap_net_admin_the_error_says_so(ns):
     require_tools("setpriv")
-    result = ns.run("setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", ns.interpreter, "-c",
-                    f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + PREFIX
-                    + "RouteBackend('sshd').setup()", check=False)
+    result = ns.run_python(PREFIX + "RouteBackend('sshd').setup()", wrapper=NO_NET_ADMIN)
     assert result.returncode != 0
     assert "BackendError" in result.stderr and "CAP_NET_ADMIN" in result.stderr
 
