@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,13 +34,12 @@ sys.path.insert(0, str(REPO))
 import journal_bench_fail2ban as f2b  # noqa: E402 - beside this script
 from bench_sshd import ensure_fail2ban  # noqa: E402
 from tests.integration.flood import (  # noqa: E402 - the repository goes on the path first
-    _SENDER,
     EXE,
     MAXRETRY,
     MemoryProbe,
     _memory_mib,
+    flood,
     kernel_set_members,
-    kernel_set_size,
     plan,
     run_flood,
 )
@@ -84,30 +81,16 @@ def run_fail2ban_flood(count: int, banned: int, timeout: float) -> dict:
                                action=FAIL2BAN_ACTION, netns=netns.name) as server:
         memory = MemoryProbe(server.pid)
         memory.start()
-        sender = subprocess.Popen([sys.executable, "-c", _SENDER, journal.socket_path, str(REPO)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            sender.stdin.write(json.dumps(messages) + "\n")
-            sender.stdin.flush()
-            first_sent, last_sent = json.loads(sender.stdout.readline())
-            deadline, size = time.monotonic() + timeout, 0
-            while size < banned and time.monotonic() < deadline:
-                time.sleep(0.5)
-                size = kernel_set_size(netns)
-            done = time.time()
+            sent = flood(journal, netns, messages, banned, timeout, interval=0.5)
         finally:
-            sender.stdin.close()
-            sender.wait()
             memory.done.set()
             memory.join()
         peak = _memory_mib(server.pid).get("VmHWM")
-        members = kernel_set_members(netns, prefix="add f2b-flood")
+        report |= sent.outcome(kernel_set_members(netns, prefix="add f2b-flood"), guilty, innocent)
     report |= {
-        "send_seconds": last_sent - first_sent, "banned_in_kernel": len(members),
-        "missing": len(guilty - members), "false_bans": len(members & innocent),
-        "last_entry_to_all_banned_s": done - last_sent if size >= banned else None,
-        "first_entry_to_all_banned_s": done - first_sent if size >= banned else None,
-        "bans_per_s": size / (done - first_sent), "stopped_after_s": None if size >= banned else timeout,
+        "bans_per_s": sent.in_kernel / (sent.done - sent.first),
+        "stopped_after_s": None if sent.in_kernel >= banned else timeout,
         "peak_rss_mib": peak, "peak_rss_anon_mib": memory.peak_anon_mib,
     }
     return report

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -133,6 +134,49 @@ print(json.dumps([latencies, failures]))
         return [tuple(pair) for pair in latencies], failures
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """When the flood's first and last entries were sent, when the watch ended, and how many bans
+    the kernel held then."""
+
+    first: float
+    last: float
+    done: float
+    in_kernel: int
+    banned: int  # expected
+
+    def outcome(self, members: set[str], guilty: set[str], innocent: set[str]) -> dict:
+        """The report's figures on time and correctness, given the kernel's members at the end."""
+        complete = self.in_kernel >= self.banned
+        return {"send_seconds": self.last - self.first,
+                "last_entry_to_all_banned_s": self.done - self.last if complete else None,
+                "first_entry_to_all_banned_s": self.done - self.first if complete else None,
+                "banned_in_kernel": len(members), "missing": len(guilty - members),
+                "false_bans": len(members & innocent)}
+
+
+def flood(journal: JournalNamespace, netns: NetworkNamespace, messages: list[str], banned: int, timeout: float,
+          interval: float) -> Sent:
+    """Send `messages` into `journal` from a process of their own, then watch the kernel's sets in
+    `netns` every `interval` seconds until they hold `banned` entries or `timeout` passed. The
+    sender lives until then: journald reads its _EXE from /proc as it stores each entry."""
+    sender = subprocess.Popen([sys.executable, "-c", _SENDER, journal.socket_path,
+                               str(Path(__file__).resolve().parents[2])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        sender.stdin.write(json.dumps(messages) + "\n")
+        sender.stdin.flush()
+        first, last = json.loads(sender.stdout.readline())
+        deadline, size = time.monotonic() + timeout, 0
+        while size < banned and time.monotonic() < deadline:
+            time.sleep(interval)
+            size = kernel_set_size(netns)
+        return Sent(first, last, time.time(), size, banned)
+    finally:
+        sender.stdin.close()
+        sender.wait()
+
+
 def run_flood(workdir: Path, count: int, banned: int, timeout: float = 120.0) -> dict:
     """The flood, measured; the report as a dict (times in seconds, memory in MiB)."""
     messages, guilty, innocent = plan(count, banned)
@@ -159,40 +203,23 @@ bantime = "1h"
             probe = StatusProbe(workdir / "control.sock")
             memory_probe = MemoryProbe(agent.process.pid)
             memory_probe.start()
-            sender = subprocess.Popen([sys.executable, "-c", _SENDER, journal.socket_path,
-                                       str(Path(__file__).resolve().parents[2])],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             try:
-                sender.stdin.write(json.dumps(messages) + "\n")
-                sender.stdin.flush()
-                first_sent, last_sent = json.loads(sender.stdout.readline())
-                deadline = time.monotonic() + timeout
-                size = 0
-                while size < banned and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    size = kernel_set_size(netns)
-                done = time.time()
+                sent = flood(journal, netns, messages, banned, timeout, interval=0.1)
             finally:
-                sender.stdin.close()
-                sender.wait()
                 latencies, failures = probe.stop()
                 memory_probe.done.set()
                 memory_probe.join()
             memory = _memory_mib(agent.process.pid)
-            members = kernel_set_members(netns)
+            report |= sent.outcome(kernel_set_members(netns), guilty, innocent)
         report |= {
-            "send_seconds": last_sent - first_sent,
-            "last_entry_to_all_banned_s": done - last_sent if size >= banned else None,
-            "first_entry_to_all_banned_s": done - first_sent if size >= banned else None,
-            "banned_in_kernel": len(members), "missing": len(guilty - members),
-            "false_bans": len(members & innocent), "peak_rss_mib": memory.get("VmHWM"),
+            "peak_rss_mib": memory.get("VmHWM"),
             "peak_rss_anon_mib": memory_probe.peak_anon_mib, "rss_anon_mib_at_end": memory.get("RssAnon"),
             "rss_file_mib_at_end": memory.get("RssFile"),
             "status_requests": len(latencies), "status_failures": failures[:5],
             "status_max_ms": 1000 * max((took for _, took in latencies), default=0.0),
             "status_p99_ms": 1000 * sorted(took for _, took in latencies)[int(0.99 * (len(latencies) - 1))]
             if latencies else None,
-            "status_slow": [(round(asked - first_sent, 2), round(1000 * took)) for asked, took in latencies
+            "status_slow": [(round(asked - sent.first, 2), round(1000 * took)) for asked, took in latencies
                             if took > 0.08],
         }
     return report
