@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import signal
 import time
 from pathlib import Path
@@ -351,8 +350,6 @@ class Agent:
 
 
 def _duration(seconds: float) -> str:
-    if seconds == math.inf:
-        return "permanently"
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

@@ -81,17 +81,12 @@ class Enforcer:
 
     async def start(self) -> dict[str, dict[Target, float | None]]:
         """Set every backend up and return what each already holds (`list()`), for the caller to
-        adopt; a backend that cannot be set up is retried in the background."""
+        adopt; a backend that cannot be set up is left out, and retried in the background."""
         found = {}
-        for lane in self._lanes.values():
-            try:
-                await self._call(lane, "setup", lane.backend.setup)
-                lane.ready = True
-                found[lane.jail] = await self._call(lane, "list", lane.backend.list)
-            except BackendError as error:
-                self._failed(lane, error)
-        self._tasks = [asyncio.create_task(self._work(lane), name=f"firewall {lane.jail}")
-                       for lane in self._lanes.values()]
+        for lane in list(self._lanes.values()):
+            held = await self._start_lane(lane)
+            if held is not None:
+                found[lane.jail] = held
         return found
 
     async def stop(self, teardown: bool = False) -> None:
@@ -117,15 +112,20 @@ class Enforcer:
     async def add(self, jail: str, backend: Backend) -> dict[Target, float | None]:
         """A jail added by a reload: set up, started, and what its backend already holds returned."""
         lane = self._lanes[jail] = _Lane(jail, backend)
-        found: dict[Target, float | None] = {}
+        return await self._start_lane(lane) or {}
+
+    async def _start_lane(self, lane: _Lane) -> dict[Target, float | None] | None:
+        """Set the lane's backend up and start its worker; what the backend holds, or None when
+        setup failed (the worker retries it)."""
+        held = None
         try:
-            await self._call(lane, "setup", backend.setup)
+            await self._call(lane, "setup", lane.backend.setup)
             lane.ready = True
-            found = await self._call(lane, "list", backend.list)
+            held = await self._call(lane, "list", lane.backend.list)
         except BackendError as error:
             self._failed(lane, error)
-        self._tasks.append(asyncio.create_task(self._work(lane), name=f"firewall {jail}"))
-        return found
+        self._tasks.append(asyncio.create_task(self._work(lane), name=f"firewall {lane.jail}"))
+        return held
 
     async def remove(self, jail: str) -> None:
         """A jail gone with a reload: its worker stopped and its backend torn down, which lifts
