@@ -209,6 +209,10 @@ class BanBook:
             return list(self._active.get(jail, {}).values())
         return [ban for bans in self._active.values() for ban in bans.values()]
 
+    def count(self, jail: str) -> int:
+        """How many bans are active in `jail` (len(self) counts every jail's)."""
+        return len(self._active.get(jail, ()))
+
     def is_banned(self, jail: str, address: Address) -> bool:
         return normalise(address) in self._active.get(jail, {})
 

@@ -42,7 +42,7 @@ class Commands:
                                     "dropped": sum(value for key, value in stats.items() if key.startswith("dropped")),
                                     "counts": stats}
         return {"version": VERSION, "dry_run": agent.dry_run, "uptime": now - agent.started,
-                "store_error": agent.recorder.error if agent.recorder is not None else None,
+                "store_error": agent.recorder.error,
                 "jails": {name: self._jail_status(name) for name in agent.pipeline.jails},
                 "sources": sources}
 
@@ -89,7 +89,7 @@ class Commands:
         backend = "dry run" if agent.dry_run else agent.config.jails[name].backend
         return {"filter": setup.filter.name, "backend": backend,
                 "backend_ok": problem is None, "backend_error": problem,
-                "active_bans": len(agent.pipeline.book.active(name)), "tracked": setup.jail.tracked(),
+                "active_bans": agent.pipeline.book.count(name), "tracked": setup.jail.tracked(),
                 "failures": counters.get("failures", 0), "bans": counters.get("bans", 0)}
 
     def _jail(self, name: object) -> str:

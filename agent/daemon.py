@@ -23,8 +23,9 @@ from agent.jails import build_jails
 from agent.metrics import MetricsServer
 from agent.notify import Notifier
 from agent.pipeline import Outcome, Pipeline
-from agent.recording import Recorder, position_text
+from agent.recording import Recorder
 from agent.sources import SourceError, source_class
+from agent.sources.journal import Position
 
 log = logging.getLogger("jailwarden")
 
@@ -47,7 +48,7 @@ class Agent:
         self.counters = {name: {"failures": 0, "bans": 0} for name in self.pipeline.jails}
         self.sources: list = []
         self.journal = None
-        self.saved_position: tuple[str, int] | None = None  # kept while no journal source runs
+        self.saved_position: Position | None = None  # kept while no journal source runs
         self.started = time.time()
         self.own: frozenset[Address] = frozenset()  # this host's addresses, never banned
         # A dry run keeps a state of its own: its bans never reached the firewall, and the position
@@ -278,7 +279,7 @@ class Agent:
             history = max((s.jail.findtime for s in self.pipeline.jails.values()), default=0.0)
             await self._start(source_class("journal")(sources.journal, self.handle,
                                                       matches=self.pipeline.router.journal_matches(),
-                                                      resume=restore.journal_position(self.saved_position),
+                                                      resume=self.saved_position,
                                                       history=history, now=now))
         if sources.syslog.enabled and "syslog" not in skip:
             await self._start(source_class("syslog")(sources.syslog, self.handle))
@@ -286,7 +287,7 @@ class Agent:
     async def stop_source(self, source) -> None:
         if source is self.journal:
             if source.position is not None:  # resumed from here when it starts again
-                self.saved_position = (source.position.cursor, source.position.usec)
+                self.saved_position = source.position
             self.journal = None
         await source.stop()
         self.sources.remove(source)
@@ -311,8 +312,8 @@ class Agent:
         now (on the loop): what the store needs to resume exactly here."""
         position = self.journal.position if self.journal is not None else None
         if position is not None:
-            self.saved_position = (position.cursor, position.usec)
-        positions = {"journal": position_text(*self.saved_position)} if self.saved_position else {}
+            self.saved_position = position
+        positions = {"journal": self.saved_position.text()} if self.saved_position else {}
         return positions, {name: setup.jail.changed_windows() for name, setup in self.pipeline.jails.items()}
 
     def _status_line(self) -> str:

@@ -13,7 +13,6 @@ per cause and shown by `status`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -180,18 +179,3 @@ class Recorder:
 
     async def _in_thread(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
-
-def position_text(cursor: str, usec: int) -> str:
-    """The journal position as the store keeps it."""
-    return json.dumps({"cursor": cursor, "usec": int(usec)})
-
-
-def position_from_text(text: str) -> tuple[str, int] | None:
-    """(cursor, usec) from `position_text`, or None (logged) if it is not one."""
-    try:
-        data = json.loads(text)
-        return str(data["cursor"]), int(data["usec"])
-    except (ValueError, TypeError, KeyError) as error:
-        log.error("the stored journal position %r is unreadable (%s); reading back history instead", text, error)
-        return None

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from agent.addresses import Address
 from agent.bans import Ban
-from agent.recording import position_from_text
 from agent.sources.journal import Position
 
 if TYPE_CHECKING:
@@ -47,10 +46,6 @@ async def restore(agent: Agent, now: float, legacy_checkpoint: Path | None) -> N
         else:
             for ban in bans.values():
                 agent.enforcer.ban(jail, ban.address, ban.end)
-
-
-def journal_position(saved: tuple[str, int] | None) -> Position | None:
-    return Position(*saved) if saved is not None else None
 
 
 async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path | None) -> dict[str, dict[Address, Ban]]:
@@ -88,7 +83,10 @@ async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path | None) 
         agent.recorder.drop_jail(name)
     text = loaded.positions.get("journal")
     if text is not None:
-        agent.saved_position = position_from_text(text)
+        try:
+            agent.saved_position = Position.from_text(text)
+        except ValueError as error:
+            log.error("the stored journal position %r is unreadable (%s); reading back history instead", text, error)
     log.info("restored from %s: %d active bans, %d ended while stopped, %d failure windows, %d past bans",
              agent.recorder.path, len(loaded.bans), len(loaded.ended), restored, len(loaded.history))
     return active

@@ -5,7 +5,6 @@ failure windows, each batch of changes written in one transaction so a restart (
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import os
@@ -285,7 +284,7 @@ class Store:
                                    for jail, addresses in checkpoint.windows.items()})
         if checkpoint.journal is not None:
             journal = checkpoint.journal
-            changes.positions["journal"] = json.dumps({"cursor": journal.cursor, "usec": journal.usec})
+            changes.positions["journal"] = journal.text()
         self.commit(changes)
         return True
 

@@ -18,6 +18,7 @@ exists (its file was rotated away and vacuumed) falls back to the entry's time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -56,6 +57,19 @@ class Position:
     @property
     def time(self) -> float:
         return self.usec / 1_000_000
+
+    def text(self) -> str:
+        """The position as the store keeps it (JSON)."""
+        return json.dumps({"cursor": self.cursor, "usec": self.usec})
+
+    @classmethod
+    def from_text(cls, text: str) -> Position:
+        """The position `text()` wrote; ValueError if `text` is not one."""
+        try:
+            data = json.loads(text)
+            return cls(str(data["cursor"]), int(data["usec"]))
+        except (TypeError, KeyError) as error:
+            raise ValueError(f"not a journal position: {error}") from None
 
 
 def _mapped_bytes() -> int:

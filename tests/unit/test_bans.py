@@ -202,3 +202,11 @@ def test_many_bans_expire_in_order_with_unbans_and_extensions_between():
     assert len(ends) == count - count // 10
     assert ends == sorted(ends)
     assert len(book) == 0
+
+
+def test_active_bans_are_counted_per_jail():
+    book = BanBook()
+    for jail, address in (("sshd", "192.0.2.1"), ("sshd", "192.0.2.2"), ("web", "192.0.2.1")):
+        book.ban((jail, ipaddress.ip_address(address)), 0.0, BanPolicy(60))
+    book.unban("sshd", ipaddress.ip_address("192.0.2.2"), 1.0)
+    assert (book.count("sshd"), book.count("web"), book.count("mail"), len(book)) == (1, 1, 0, 2)
