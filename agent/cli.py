@@ -224,6 +224,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The agent keeps many small long-lived objects (failure windows, bans): collecting the young
     # generation less often means far fewer full collections, each a pause of the whole loop.
     gc.set_threshold(20_000, 20, 20)
+    # What is loaded by now (modules, compiled filters, config) lives as long as the process:
+    # set aside, full collections no longer walk it.
+    gc.freeze()
     return asyncio.run(agent.run())
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from cachetools import TTLCache
 
 from agent.addresses import Address, AddressSet, Network, normalise
 from parsers.filter import Failure
@@ -33,9 +31,12 @@ class Jail:
     replaying the last `findtime` of the journal at start-up counts exactly what is still live.
     Failures may arrive out of order; each window is kept sorted.
 
-    Memory: windows live in a TTL cache bounded to `max_tracked` addresses; when full, the least
-    recently failing address is forgotten. A window never holds more than `maxretry` times.
-    The cache's clock is the largest `now` seen, so it never runs backwards.
+    Memory: a window is a sorted tuple of at most `maxretry` times, in a dict kept in the order
+    addresses last failed, bounded to `max_tracked` addresses (when full, the least recently
+    failing address is forgotten). A window whose newest failure is `findtime` older than the
+    largest `now` seen is dead: it is swept from the front of that order as failures come in,
+    and never counted. (A plain ordered dict of tuples: a cachetools TTL cache took three dict
+    entries and a link object per address, ~2.5 times the memory in a unique-address flood.)
     """
 
     def __init__(
@@ -60,10 +61,9 @@ class Jail:
         self.ignore = ignore if isinstance(ignore, AddressSet) else AddressSet(ignore)
         # Only failures whose program identity the writer could not forge count.
         self.require_trusted = require_trusted
+        self.max_tracked = max_tracked
         self._clock = -math.inf
-        self._windows: TTLCache[Address, list[float]] = TTLCache(
-            maxsize=max_tracked, ttl=findtime, timer=lambda: self._clock
-        )
+        self._windows: OrderedDict[Address, tuple[float, ...]] = OrderedDict()
         # Addresses whose window changed since the last `changed_windows()`, so the store is sent
         # only those (bounded like the windows: an address is in it at most once).
         self._changed: set[Address] = set()
@@ -79,22 +79,37 @@ class Jail:
         when = min(failure.time, now)
         if when <= cutoff:
             return None
-        self._clock = max(self._clock, now)
-        window = self._windows.get(address)
-        if window is None:
-            window = []
-        else:
-            del window[: bisect.bisect_right(window, cutoff)]
+        self._advance(now)
+        windows = self._windows
+        window = windows.pop(address, None)
         # A line standing for several identical failures adds them all (never more than
         # needed to reach maxretry, so a forged huge count costs no memory).
-        for _ in range(min(failure.repeat, self.maxretry)):
-            bisect.insort(window, when)
+        added = (when,) * min(failure.repeat, self.maxretry)
+        times = added if window is None else tuple(sorted([t for t in window if t > cutoff] + list(added)))
         self._changed.add(address)
-        if len(window) >= self.maxretry:
-            self._windows.pop(address, None)
-            return BanDecision(self.name, address, now, len(window), failure)
-        self._windows[address] = window
+        if len(times) >= self.maxretry:
+            return BanDecision(self.name, address, now, len(times), failure)
+        windows[address] = times
+        if len(windows) > self.max_tracked:
+            windows.popitem(last=False)
         return None
+
+    def _advance(self, now: float) -> None:
+        """Move the clock to `now` (never back) and drop the dead windows at the front."""
+        if now <= self._clock:
+            return
+        self._clock = now
+        cutoff = now - self.findtime
+        windows = self._windows
+        while windows:
+            address = next(iter(windows))
+            if windows[address][-1] > cutoff:
+                break
+            del windows[address]
+
+    def _live(self, times: tuple[float, ...]) -> tuple[float, ...]:
+        cutoff = self._clock - self.findtime
+        return times if times[0] > cutoff else tuple(t for t in times if t > cutoff)
 
     def is_ignored(self, address: Address) -> bool:
         # Loopback whatever the ignore list says: banning it breaks the host's own services.
@@ -108,23 +123,27 @@ class Jail:
 
     def windows(self) -> dict[Address, list[float]]:
         """Each tracked address's failure times, as of the latest `now` seen."""
-        return {address: list(times) for address, times in self._windows.items()}
+        return {address: list(live) for address, times in self._windows.items() if (live := self._live(times))}
 
     def changed_windows(self) -> dict[Address, list[float] | None]:
         """The windows that changed since the last call (None: the address has none any more),
         for the store; windows that merely expire are not listed (the store prunes them)."""
         changed, self._changed = self._changed, set()
         windows = self._windows
-        return {address: list(times) if (times := windows.get(address)) is not None else None
-                for address in changed}
+        return {address: list(live) if (times := windows.get(address)) is not None and (live := self._live(times))
+                else None for address in changed}
 
     def restore(self, address: Address, times: Iterable[float], now: float) -> None:
         """Put back a window saved by `windows()`; times outside `findtime` of `now` are dropped."""
         cutoff = now - self.findtime
         window = sorted(min(t, now) for t in times if t > cutoff)[-(self.maxretry - 1):] if self.maxretry > 1 else []
         if window:
-            self._clock = max(self._clock, now)
-            self._windows[normalise(address)] = window
+            self._advance(now)
+            address = normalise(address)
+            self._windows.pop(address, None)
+            self._windows[address] = tuple(window)
+            if len(self._windows) > self.max_tracked:
+                self._windows.popitem(last=False)
 
     def take_over(self, old: Jail, now: float) -> None:
         """This jail replaces `old` (a reload changed its settings): its windows, and what of them
@@ -134,7 +153,8 @@ class Jail:
         self._changed |= old._changed
 
     def tracked(self) -> int:
-        """How many addresses have a live window, as of the latest `now` this jail saw."""
+        """How many addresses have a window, as of the latest `now` this jail saw (one whose
+        failures all came out of order may be counted until it reaches the front and is swept)."""
         return len(self._windows)
 
     def __repr__(self) -> str:

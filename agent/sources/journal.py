@@ -39,10 +39,11 @@ _BATCH_SECONDS = 0.002
 # the agent's RSS: ~50 MB over a 100,000-entry flood if never reopened. Every _REOPEN_CHECK
 # entries the file-backed part of the RSS is looked at, and once it has grown by _REOPEN_GROWTH
 # since the reader was opened, the reader is opened afresh at the current position, which maps
-# only what it reads next. Measured in the flood benchmark: 8 MiB kept the peak RSS at 95-96 MiB
-# but took 9.6-10.8 s to all bans; 12 MiB 100-106 MiB and 8.6-8.8 s; never, ~140 MiB.
+# only what it reads next. Measured in the flood benchmark (tests/bench/bench_flood.py): 6 MiB
+# peak RSS 89-90 MiB and all bans 7.8-8.9 s after the last entry; 12 MiB 97-106 MiB and
+# 7.7-8.8 s; never reopened, ~140 MiB.
 _REOPEN_CHECK = 250
-_REOPEN_GROWTH = 12 << 20
+_REOPEN_GROWTH = 6 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

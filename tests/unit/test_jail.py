@@ -122,6 +122,18 @@ def test_windows_expire_after_findtime_without_further_failures():
     assert jail.tracked() == 1
 
 
+def test_a_window_of_replayed_failures_behind_newer_ones_expires_on_its_own_times():
+    jail = Jail("sshd", maxretry=2, findtime=600)
+    jail.record(failure("192.0.2.1", time=1000), now=1000)
+    jail.record(failure("192.0.2.2", time=500), now=1000)  # replayed: newer entries came first
+    assert jail.windows().keys() == {ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")}
+    # At 1150 192.0.2.2's only failure is out of the window: a second one does not ban.
+    assert jail.record(failure("192.0.2.2", time=1150), now=1150) is None
+    assert jail.windows()[ipaddress.ip_address("192.0.2.2")] == [1150]
+    jail.record(failure("192.0.2.3", time=1900), now=1900)
+    assert jail.tracked() == 1
+
+
 def test_memory_stays_bounded_under_a_flood_of_unique_addresses():
     jail = Jail("sshd", maxretry=3, findtime=600, max_tracked=10_000)
     base = int(ipaddress.IPv4Address("10.0.0.0"))
