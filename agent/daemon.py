@@ -307,14 +307,20 @@ class Agent:
         elif source.name == "syslog":
             source.local_senders.own = self.own
 
-    def _snapshot(self) -> tuple[dict[str, str], dict[str, dict]]:
-        """The journal position and the failure windows changed since the last snapshot, as of
-        now (on the loop): what the store needs to resume exactly here."""
+    def _snapshot(self, everything: set[str]) -> tuple[dict[str, str], dict[str, dict], set[str]]:
+        """The journal position and the failure windows changed since the last snapshot (all
+        of them for the jails in `everything`), as of now (on the loop): what the store needs to
+        resume exactly here; and the jails whose windows are all listed."""
         position = self.journal.position if self.journal is not None else None
         if position is not None:
             self.saved_position = position
         positions = {"journal": self.saved_position.text()} if self.saved_position else {}
-        return positions, {name: setup.jail.changed_windows() for name, setup in self.pipeline.jails.items()}
+        windows, complete = {}, set()
+        for name, setup in self.pipeline.jails.items():
+            windows[name], whole = setup.jail.changed_windows(name in everything)
+            if whole:
+                complete.add(name)
+        return positions, windows, complete
 
     def _status_line(self) -> str:
         bans = len(self.pipeline.book)

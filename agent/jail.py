@@ -65,8 +65,9 @@ class Jail:
         self._clock = -math.inf
         self._windows: OrderedDict[Address, tuple[float, ...]] = OrderedDict()
         # Addresses whose window changed since the last `changed_windows()`, so the store is sent
-        # only those (bounded like the windows: an address is in it at most once).
+        # only those; beyond `max_tracked` of them it is cleared and the next call lists all.
         self._changed: set[Address] = set()
+        self._overflowed = False
 
     def record(self, failure: Failure, now: float) -> BanDecision | None:
         """Count one failure; a `BanDecision` when its address reaches `maxretry` within `findtime`."""
@@ -86,13 +87,20 @@ class Jail:
         # needed to reach maxretry, so a forged huge count costs no memory).
         added = (when,) * min(failure.repeat, self.maxretry)
         times = added if window is None else tuple(sorted([t for t in window if t > cutoff] + list(added)))
-        self._changed.add(address)
+        self._changed_one(address)
         if len(times) >= self.maxretry:
             return BanDecision(self.name, address, now, len(times), failure)
         windows[address] = times
         if len(windows) > self.max_tracked:
             windows.popitem(last=False)
         return None
+
+    def _changed_one(self, address: Address) -> None:
+        changed = self._changed
+        changed.add(address)
+        if len(changed) > self.max_tracked:
+            changed.clear()
+            self._overflowed = True
 
     def _advance(self, now: float) -> None:
         """Move the clock to `now` (never back) and drop the dead windows at the front."""
@@ -119,19 +127,25 @@ class Jail:
         """Drop the address's window (after a manual unban, so it starts again from zero)."""
         address = normalise(address)
         self._windows.pop(address, None)
-        self._changed.add(address)
+        self._changed_one(address)
 
     def windows(self) -> dict[Address, list[float]]:
         """Each tracked address's failure times, as of the latest `now` seen."""
         return {address: list(live) for address, times in self._windows.items() if (live := self._live(times))}
 
-    def changed_windows(self) -> dict[Address, list[float] | None]:
-        """The windows that changed since the last call (None: the address has none any more),
-        for the store; windows that merely expire are not listed (the store prunes them)."""
+    def changed_windows(self, everything: bool = False) -> tuple[dict[Address, list[float] | None], bool]:
+        """(windows, complete): the windows that changed since the last call (None: the address
+        has none any more), for the store; windows that merely expire are not listed (the store
+        prunes them). `complete` when every live window is listed instead, and only those: asked
+        for with `everything`, or because more addresses changed than the jail tracks (a unique-
+        address flood while the store was not written); the store then replaces all it holds."""
         changed, self._changed = self._changed, set()
+        if everything or self._overflowed:
+            self._overflowed = False
+            return self.windows(), True
         windows = self._windows
         return {address: list(live) if (times := windows.get(address)) is not None and (live := self._live(times))
-                else None for address in changed}
+                else None for address in changed}, False
 
     def restore(self, address: Address, times: Iterable[float], now: float) -> None:
         """Put back a window saved by `windows()`; times outside `findtime` of `now` are dropped."""
@@ -151,6 +165,7 @@ class Jail:
         for address, times in old.windows().items():
             self.restore(address, times, now)
         self._changed |= old._changed
+        self._overflowed = old._overflowed
 
     def tracked(self) -> int:
         """How many addresses have a window, as of the latest `now` this jail saw (one whose

@@ -30,9 +30,14 @@ INTERVAL = 1.0  # seconds between writes of windows and position while entries a
 _LAST_RETRY = 60.0
 PRUNE_INTERVAL = 3600.0  # seconds between prunings of the ban history
 
-# () -> (positions, windows): the sources' positions and the failure windows changed since the
-# last call (address -> times, or None for a window gone), taken together on the loop so they agree.
-Snapshot = Callable[[], tuple[dict[str, str], dict[str, dict[Address, list[float]]]]]
+# (jails wanted whole) -> (positions, windows, jails listed whole): the sources' positions and the
+# failure windows changed since the last call (address -> times, or None for a window gone; every
+# live window of a jail listed whole), taken together on the loop so they agree.
+Snapshot = Callable[[set[str]], tuple[dict[str, str], dict[str, dict[Address, list[float] | None]], set[str]]]
+# While the store fails, window changes are held back address by address up to this many per
+# jail; beyond it they are dropped and the jail's windows written whole once it recovers, so what
+# is held back stays within the jails' own bound on tracked addresses.
+PENDING_WINDOWS = 10_000
 
 
 class Recorder:
@@ -119,10 +124,11 @@ class Recorder:
         """Commit what is pending with the position and the changed windows as of now; nothing
         when nothing changed (an idle agent does not write)."""
         changes, self._pending = self._pending, Changes()
-        positions, windows = self._snapshot()
+        positions, windows, whole = self._snapshot(changes.all_windows)
         changes.merge(Changes(positions={source: text for source, text in positions.items()
                                          if self._written_positions.get(source) != text},
-                              windows={jail: changed for jail, changed in windows.items() if changed}))
+                              windows={jail: changed for jail, changed in windows.items() if changed},
+                              all_windows=whole))
         if not changes:
             return True
         commit = asyncio.ensure_future(self._in_thread(self._commit, changes))
@@ -151,6 +157,9 @@ class Recorder:
                 log.error("writing to the store failed unexpectedly", exc_info=error)
                 error = StoreError(f"{self.path}: cannot write: {type(error).__name__}: {error}")
             changes.merge(self._pending)  # newer changes win over the failed ones
+            for jail in [jail for jail, windows in changes.windows.items() if len(windows) > PENDING_WINDOWS]:
+                del changes.windows[jail]
+                changes.all_windows.add(jail)
             self._pending = changes
             self._failed(error)
             return False

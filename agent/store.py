@@ -88,6 +88,7 @@ class Changes:
 
     A commit applies `dropped_jails` first, then `lifted`, `bans`, `windows` and `positions`, so
     bans and windows of a jail dropped and configured again in the same batch survive the drop.
+    A jail in `all_windows` has every one of its windows in `windows`: those replace all stored.
     """
 
     bans: dict[tuple[str, Address], Ban] = field(default_factory=dict)
@@ -96,6 +97,7 @@ class Changes:
     # jail -> address -> its failure times (replacing what was stored), or None: no window any more
     windows: dict[str, dict[Address, list[float] | None]] = field(default_factory=dict)
     dropped_jails: set[str] = field(default_factory=set)
+    all_windows: set[str] = field(default_factory=set)
 
     def merge(self, newer: Changes) -> None:
         """Fold `newer` in: a later ban replaces a lifted entry for the same key and vice versa; later
@@ -107,6 +109,7 @@ class Changes:
             for jail in dropped:
                 self.windows.pop(jail, None)
             self.dropped_jails |= dropped
+            self.all_windows -= dropped
         for key, ban in newer.bans.items():
             self.lifted.pop(key, None)
             self.bans[key] = ban
@@ -114,11 +117,15 @@ class Changes:
             self.bans.pop(key, None)
             self.lifted[key] = lift
         self.positions.update(newer.positions)
+        for jail in newer.all_windows:
+            self.windows.pop(jail, None)
+        self.all_windows |= newer.all_windows
         for jail, windows in newer.windows.items():
             self.windows.setdefault(jail, {}).update(windows)
 
     def __bool__(self) -> bool:
-        return bool(self.bans or self.lifted or self.positions or self.windows or self.dropped_jails)
+        return bool(self.bans or self.lifted or self.positions or self.windows or self.dropped_jails
+                    or self.all_windows)
 
 
 @dataclass(slots=True)
@@ -305,6 +312,8 @@ class Store:
                 "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)",
                 [(ban.jail, _text(ban.address), ban.start, None if ban.end == math.inf else ban.end,
                   ban.offence, ban.reason) for ban in changes.bans.values()])
+        for jail in changes.all_windows:
+            db.execute("DELETE FROM windows WHERE jail = ?", (jail,))
         for jail, windows in changes.windows.items():
             gone = [(jail, _text(address)) for address, times in windows.items() if not times]
             kept = [(jail, _text(address), ",".join(map(repr, times)), max(times))
