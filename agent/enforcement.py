@@ -11,6 +11,7 @@ ban's end is absolute, so a ban applied late is not made longer: its ttl is what
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -28,20 +29,32 @@ _LAST_RETRY = 300.0
 _SCOPED = ("ipset", "nftables", "iptables")  # the backends that can ban only some ports
 
 
+def backend_options(config: Config, jail: str) -> dict:
+    """What the jail's backend is built with: [firewall.NAME] and the jail's port scoping."""
+    settings = config.jails[jail]
+    options = dict(config.firewall.get(settings.backend, {}))
+    if settings.ports and settings.backend in _SCOPED:
+        options |= {"ports": settings.ports, "protocol": settings.protocol}
+    return options
+
+
+def backend_settings(config: Config, jail: str) -> tuple[str, str]:
+    """(backend name, options as JSON) of the jail, as the store keeps them: paths as text, which
+    every backend accepts."""
+    return config.jails[jail].backend, json.dumps(backend_options(config, jail), sort_keys=True, default=str)
+
+
 def build_backends(config: Config, jails: list[str]) -> tuple[dict[str, Backend], list[str]]:
     """One backend instance per jail, with [firewall.NAME] options and the jail's port scoping;
     a jail whose backend cannot be built (a library missing) is reported and left out."""
     backends, problems = {}, []
     for jail in jails:
         settings = config.jails[jail]
-        options = dict(config.firewall.get(settings.backend, {}))
-        if settings.ports and settings.backend in _SCOPED:
-            options |= {"ports": settings.ports, "protocol": settings.protocol}
-        elif settings.ports:
+        if settings.ports and settings.backend not in _SCOPED:
             problems.append(f"jail {jail}: backend {settings.backend} cannot ban single ports; "
                             f"ports = {list(settings.ports)} is ignored and all traffic is banned")
         try:
-            backends[jail] = backend_class(settings.backend)(jail, **options)
+            backends[jail] = backend_class(settings.backend)(jail, **backend_options(config, jail))
         except (BackendError, ImportError, OSError, ValueError) as error:
             problems.append(f"jail {jail}: firewall backend {settings.backend} unusable: {error}")
     return backends, problems
@@ -142,6 +155,10 @@ class Enforcer:
         except BackendError as error:
             log.error("jail %s is removed, but not what its firewall backend made: %s; its bans stay in the "
                       "firewall until removed by hand", jail, error)
+
+    def jails(self) -> list[str]:
+        """The jails with a backend."""
+        return list(self._lanes)
 
     def ban(self, jail: str, address: Address, end: float) -> None:
         self._queue(jail, address, end)

@@ -68,6 +68,11 @@ class Recorder:
         self._pending.lifted[key] = (ban.offence, released)
         self._urgent.set()
 
+    def backend(self, jail: str, name: str, options: str) -> None:
+        """The firewall backend `jail` runs on and its options (JSON), remembered for a start after
+        the jail is gone or moved to another backend."""
+        self._pending.backends[jail] = (name, options)
+
     def drop_jail(self, jail: str) -> None:
         self._pending.dropped_jails.add(jail)
         self._urgent.set()

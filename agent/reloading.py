@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from agent.config import ConfigErrors, load_config
 from agent.control import ControlError
-from agent.enforcement import build_backends
+from agent.enforcement import backend_settings, build_backends
 from agent.jails import build_jails
 from agent.pipeline import Pipeline
 
@@ -85,6 +85,7 @@ async def reload(agent: Agent) -> list[str]:
             await agent.enforcer.remove(name)
         changes += [f"jail {name}: firewall backend {config.jails[name].backend} set up anew" for name in rebuilt]
         for name, backend in backends.items():
+            agent.recorder.backend(name, *backend_settings(config, name))
             await agent.enforcer.add(name, backend)
             for ban in book.active(name):
                 agent.enforcer.ban(name, ban.address, ban.end)

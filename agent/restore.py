@@ -7,18 +7,26 @@
   left; a ban the firewall holds that the store lacks (a crash before the store's write) is
   adopted with the kernel's time left, or one more bantime where the firewall keeps none.
 - A jail whose backend cannot be set up gets its stored bans queued; they go in once it works.
+- A jail removed from the config while the agent was stopped has what its backend made torn down
+  (bans included) and its stored state dropped; a jail whose backend changed has the old one's
+  torn down, its bans going into the new one. If tearing down fails, a removed jail's state is
+  kept and the next start tries again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.addresses import Address
 from agent.bans import Ban
+from agent.enforcement import backend_settings
 from agent.sources.journal import Position
+from firewall import BackendError, backend_class
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -38,6 +46,8 @@ async def restore(agent: Agent, now: float, legacy_checkpoint: Path | None) -> N
         return
     ended_addresses = {(ban.jail, ban.address) for ban in ended}
     found = await agent.enforcer.start()
+    for jail in agent.enforcer.jails():
+        agent.recorder.backend(jail, *backend_settings(agent.config, jail))
     for jail in agent.pipeline.jails:
         bans = stored.get(jail, {})
         if jail in found:
@@ -77,10 +87,7 @@ async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path | None) 
                 restored += 1
         else:
             gone.setdefault(name, 0)
-    for name, count in gone.items():
-        log.warning("jail %s is no longer configured: %d stored bans and its failure windows dropped (kernel "
-                    "entries with a timeout end on their own; others stay until removed by hand)", name, count)
-        agent.recorder.drop_jail(name)
+    await _forget_gone_jails(agent, gone, await _tear_down_old_backends(agent, loaded.backends))
     text = loaded.positions.get("journal")
     if text is not None:
         try:
@@ -90,6 +97,50 @@ async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path | None) 
     log.info("restored from %s: %d active bans, %d ended while stopped, %d failure windows, %d past bans",
              agent.recorder.path, len(loaded.bans), len(loaded.ended), restored, len(loaded.history))
     return active
+
+
+async def _tear_down_old_backends(agent: Agent, stored: dict[str, tuple[str, str]]) -> dict[str, bool]:
+    """Tear down the backends of stored jails no longer configured, or configured with another
+    backend or other options; {jail: whether it worked}."""
+    if agent.enforcer is None:  # a dry run never touches the firewall
+        return {}
+    done = {}
+    for jail, (name, options) in stored.items():
+        if jail in agent.pipeline.jails:
+            if backend_settings(agent.config, jail) == (name, options):
+                continue
+            why = f"its firewall backend changed while the agent was stopped (was {name} with {options})"
+        else:
+            why = "it is no longer configured"
+        try:
+            backend = backend_class(name)(jail, **json.loads(options))
+            await asyncio.to_thread(backend.teardown)
+        except (BackendError, ImportError, OSError, ValueError, TypeError) as error:
+            log.error("jail %s: %s, but what backend %s made cannot be removed: %s; %s", jail, why, name, error,
+                      "tried again at the next start" if jail not in agent.pipeline.jails else "remove it by hand")
+            done[jail] = False
+            continue
+        log.warning("jail %s: %s: what backend %s made is removed, bans included", jail, why, name)
+        done[jail] = True
+    return done
+
+
+async def _forget_gone_jails(agent: Agent, gone: dict[str, int], torn_down: dict[str, bool]) -> None:
+    """Drop the stored state of jails no longer configured, unless their firewall entries are
+    still to be removed (kept for the next start to try again)."""
+    for name in set(gone) | {jail for jail in torn_down if jail not in agent.pipeline.jails}:
+        count = gone.get(name, 0)
+        if torn_down.get(name) is False:
+            log.warning("jail %s is no longer configured: its %d stored bans are kept until its firewall entries "
+                        "can be removed", name, count)
+            continue
+        if name in torn_down:
+            log.warning("jail %s is no longer configured: its %d stored bans lifted and its failure windows "
+                        "dropped", name, count)
+        else:  # a store from before backends were recorded, or a dry run
+            log.warning("jail %s is no longer configured: %d stored bans and its failure windows dropped (kernel "
+                        "entries with a timeout end on their own; others stay until removed by hand)", name, count)
+        agent.recorder.drop_jail(name)
 
 
 def _reconcile(agent: Agent, jail: str, stored: dict[Address, Ban], held: dict, now: float) -> None:

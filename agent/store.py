@@ -1,6 +1,6 @@
-"""The agent's persistent state in one sqlite file: active bans, ban history, source positions and
-failure windows, each batch of changes written in one transaction so a restart (even after
-``kill -9``) loses no ban and counts no failure twice."""
+"""The agent's persistent state in one sqlite file: active bans, ban history, source positions,
+failure windows and each jail's firewall backend, each batch of changes written in one
+transaction so a restart (even after ``kill -9``) loses no ban and counts no failure twice."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from agent.bans import Ban
 
 log = logging.getLogger("jailwarden.store")
 
-VERSION = 1  # PRAGMA user_version of the schema below; bump it with a migration in _create_or_check
+VERSION = 2  # PRAGMA user_version of the schema below; bump it with a migration in _create_or_check
 
 # Strings rather than packed addresses so the file stays readable with the sqlite3 shell.
 # WITHOUT ROWID: every table is looked up by its primary key and its rows are small, so the key
@@ -57,6 +57,11 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     f"PRAGMA user_version = {VERSION}",
 )
+# Version 2: what each jail's firewall backend was built with (name, options as JSON), so a jail
+# removed or moved to another backend while the agent was stopped has its old entries removed.
+_BACKENDS = "CREATE TABLE backends (jail TEXT PRIMARY KEY, backend TEXT NOT NULL, options TEXT NOT NULL) WITHOUT ROWID"
+_SCHEMA = (*_SCHEMA[:-1], _BACKENDS, _SCHEMA[-1])
+_MIGRATIONS = {1: (_BACKENDS,)}  # from version N to N + 1
 
 # After a flood the WAL may have grown to hundreds of MB; past this size it is truncated back at
 # the next checkpoint instead of being kept for reuse.
@@ -98,6 +103,7 @@ class Changes:
     windows: dict[str, dict[Address, list[float] | None]] = field(default_factory=dict)
     dropped_jails: set[str] = field(default_factory=set)
     all_windows: set[str] = field(default_factory=set)
+    backends: dict[str, tuple[str, str]] = field(default_factory=dict)  # jail -> (backend, options JSON)
 
     def merge(self, newer: Changes) -> None:
         """Fold `newer` in: a later ban replaces a lifted entry for the same key and vice versa; later
@@ -110,6 +116,8 @@ class Changes:
                 self.windows.pop(jail, None)
             self.dropped_jails |= dropped
             self.all_windows -= dropped
+            for jail in dropped:
+                self.backends.pop(jail, None)
         for key, ban in newer.bans.items():
             self.lifted.pop(key, None)
             self.bans[key] = ban
@@ -117,6 +125,7 @@ class Changes:
             self.bans.pop(key, None)
             self.lifted[key] = lift
         self.positions.update(newer.positions)
+        self.backends.update(newer.backends)
         for jail in newer.all_windows:
             self.windows.pop(jail, None)
         self.all_windows |= newer.all_windows
@@ -125,7 +134,7 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.bans or self.lifted or self.positions or self.windows or self.dropped_jails
-                    or self.all_windows)
+                    or self.all_windows or self.backends)
 
 
 @dataclass(slots=True)
@@ -137,6 +146,7 @@ class Loaded:
     history: list[tuple[str, Address, int, float]]  # (jail, address, offence, released), oldest release first
     positions: dict[str, str]
     windows: dict[str, dict[Address, list[float]]]
+    backends: dict[str, tuple[str, str]] = field(default_factory=dict)  # jail -> (backend, options JSON)
 
 
 class Store:
@@ -201,6 +211,8 @@ class Store:
             windows: dict[str, dict[Address, list[float]]] = {}
             for jail, address, failures in self._db.execute("SELECT jail, address, failures FROM windows"):
                 windows.setdefault(jail, {})[_address(address)] = [float(t) for t in failures.split(",")]
+            backends = {jail: (backend, options) for jail, backend, options
+                        in self._db.execute("SELECT jail, backend, options FROM backends")}
         except sqlite3.Error as error:
             raise self._error("cannot read", error) from None
         except (ValueError, OSError, AttributeError) as error:
@@ -210,7 +222,7 @@ class Store:
         finally:
             if collecting:
                 gc.enable()
-        return Loaded(bans, ended, history, positions, windows)
+        return Loaded(bans, ended, history, positions, windows, backends)
 
     def commit(self, changes: Changes) -> None:
         """Write `changes` in one transaction: all of it or, on StoreError, none of it."""
@@ -300,6 +312,7 @@ class Store:
         for jail in changes.dropped_jails:
             db.execute("DELETE FROM bans WHERE jail = ?", (jail,))
             db.execute("DELETE FROM windows WHERE jail = ?", (jail,))
+            db.execute("DELETE FROM backends WHERE jail = ?", (jail,))
         if changes.lifted:
             released = [(jail, _text(address), offence, time)
                         for (jail, address), (offence, time) in changes.lifted.items()]
@@ -324,6 +337,9 @@ class Store:
                 db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?)", kept)
         if changes.positions:
             db.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)", changes.positions.items())
+        if changes.backends:
+            db.executemany("INSERT OR REPLACE INTO backends VALUES (?, ?, ?)",
+                           [(jail, *settings) for jail, settings in changes.backends.items()])
 
     def _create_or_check(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -343,6 +359,10 @@ class Store:
                                      "choose another state_dir or move the file aside")
                 for statement in _SCHEMA:
                     self._db.execute(statement)
+            for step in range(version or VERSION, VERSION):
+                for statement in _MIGRATIONS[step]:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()

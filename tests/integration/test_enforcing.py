@@ -158,6 +158,38 @@ def test_a_reload_that_changes_a_jails_backend_moves_its_bans_and_a_removed_jail
             wait_until(lambda: "jw-app" not in ns.run("iptables-legacy", "-w", "-S").stdout, "the jail's chain removed")
 
 
+def test_a_backend_changed_or_a_jail_removed_while_the_agent_was_stopped_leaves_no_old_firewall_entries(
+        journal_namespace, tmp_path):
+    """iptables rules have no timeout: without the store remembering which backend a jail ran on,
+    they would stay after the jail moved to nftables, or was removed, while the agent was stopped."""
+    require_tools("ip", "nft", "iptables-legacy")
+    config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2, extra='backend = "iptables"')
+    with NetworkNamespace("jwagt") as ns:
+        agent = AgentProcess(tmp_path, config, {"app": APP_FILTER}, dry_run=False, netns=ns.name)
+        with agent:
+            fail(journal_namespace, "203.0.113.68")
+            fail(journal_namespace, "203.0.113.68")
+            wait_until(lambda: "-A jw-app -s 203.0.113.68/32 -j DROP" in ns.run("iptables-legacy", "-w", "-S").stdout,
+                       "the ban in iptables")
+
+        agent.config_path.write_text(config.replace('backend = "iptables"', 'backend = "nftables"'))
+        with agent:
+            agent.wait_for(r"jail app: its firewall backend changed while the agent was stopped \(was iptables.*"
+                           r"what backend iptables made is removed")
+            wait_until(lambda: "203.0.113.68" in elements(ns, "app_v4"), "the ban moved into nftables")
+            assert "jw-app" not in ns.run("iptables-legacy", "-w", "-S").stdout
+
+        agent.config_path.write_text(config.replace("[jails.app]", "[jails.other]").replace(
+            'backend = "iptables"', 'backend = "nftables"'))
+        with agent:
+            agent.wait_for(r"jail app: it is no longer configured: what backend nftables made is removed")
+            agent.wait_for(r"jail app is no longer configured: its 1 stored bans lifted")
+            assert "app_v4" not in ns.run("nft", "list", "ruleset").stdout
+        with agent:  # the dropped jail's state is gone from the store: nothing more to remove
+            agent.wait_for("running")
+            assert agent.matching("jail app") == []
+
+
 def test_with_keep_bans_on_stop_false_a_clean_stop_lifts_the_bans(journal_namespace, tmp_path):
     require_tools("ip", "nft")
     config = journal_config(tmp_path, journal_namespace.name, "app", "app", 2, extra='backend = "nftables"')

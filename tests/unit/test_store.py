@@ -338,3 +338,34 @@ def test_damaged_checkpoint_is_a_store_error_naming_it(store, tmp_path):
     checkpoint.write_text("{")
     with pytest.raises(StoreError, match="checkpoint.json"):
         store.import_checkpoint(checkpoint)
+
+
+def test_each_jails_backend_is_kept_until_the_jail_is_dropped(store, path):
+    store.commit(Changes(backends={"sshd": ("iptables", '{"chain": "INPUT"}'), "nginx": ("nftables", "{}")}))
+    store.commit(Changes(backends={"sshd": ("ipset", "{}")}))
+    assert reopen(store, path).backends == {"sshd": ("ipset", "{}"), "nginx": ("nftables", "{}")}
+    store = Store(path)
+    store.commit(Changes(dropped_jails={"nginx"}))
+    assert reopen(store, path).backends == {"sshd": ("ipset", "{}")}
+
+
+def test_a_version_1_store_is_upgraded_in_place_keeping_what_it_holds(path):
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:  # the version 1 schema, as the first release wrote it
+        db.executescript("""
+            CREATE TABLE bans (jail TEXT NOT NULL, address TEXT NOT NULL, start REAL NOT NULL, ends REAL,
+                offence INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (jail, address)) WITHOUT ROWID;
+            CREATE TABLE history (jail TEXT NOT NULL, address TEXT NOT NULL, offence INTEGER NOT NULL,
+                released REAL NOT NULL, PRIMARY KEY (jail, address)) WITHOUT ROWID;
+            CREATE TABLE positions (source TEXT PRIMARY KEY, position TEXT NOT NULL) WITHOUT ROWID;
+            CREATE TABLE windows (jail TEXT NOT NULL, address TEXT NOT NULL, failures TEXT NOT NULL,
+                latest REAL NOT NULL, PRIMARY KEY (jail, address)) WITHOUT ROWID;
+            INSERT INTO bans VALUES ('sshd', '192.0.2.7', 1000.0, 4600.0, 1, '5 sshd failures');
+            PRAGMA user_version = 1;
+        """)
+    store = Store(path)
+    store.commit(Changes(backends={"sshd": ("ipset", "{}")}))
+    loaded = reopen(store, path)
+    assert loaded.bans == [ban(V4)] and loaded.backends == {"sshd": ("ipset", "{}")}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 2
