@@ -59,6 +59,19 @@ _NUMBER = r"\d+(?:\.\d+)?"
 _DURATION = re.compile(rf"(?:{_NUMBER}[{''.join(_UNITS)}])+")
 
 
+def format_duration(seconds: float) -> str:
+    """`seconds` as a duration is written in the config: "1h", "1h30m", "90.5s"."""
+    whole, fraction = divmod(seconds, 1)
+    parts, whole = [], int(whole)
+    for unit, size in _UNITS.items():
+        if size > 1 and whole >= size:
+            parts.append(f"{whole // int(size)}{unit}")
+            whole %= int(size)
+    if whole or fraction or not parts:
+        parts.append(f"{whole + fraction:g}s")
+    return "".join(parts)
+
+
 def _duration_text(text: str) -> float:
     compact = text.replace(" ", "")
     # A leading minus is parsed only so that the caller can reject it with a clear reason.

@@ -15,10 +15,11 @@ from agent.addresses import Address, AddressSet
 from agent.bans import Ban, BanBook, BanPolicy
 from agent.commands import Commands
 from agent.config import Config
+from agent.config_values import format_duration
 from agent.control import ControlError, ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
-from agent.host import own_addresses
+from agent.host import read_own_addresses
 from agent.jails import build_jails
 from agent.metrics import MetricsServer
 from agent.notify import Notifier
@@ -32,7 +33,6 @@ log = logging.getLogger("jailwarden")
 STORE_FILE = "jailwarden.db"
 DRY_RUN_STORE_FILE = "dry-run.db"
 LEGACY_CHECKPOINT = "checkpoint.json"  # what versions before the store kept; imported once
-STATUS_INTERVAL = 5.0  # seconds between STATUS= updates to systemd
 
 
 class Agent:
@@ -108,7 +108,7 @@ class Agent:
         if self.enforcer is not None:
             self.enforcer.ban(ban.jail, ban.address, ban.end)
         self.recorder.ban(ban)
-        length = "permanently" if ban.permanent else f"for {_duration(ban.end - ban.start)}"
+        length = "permanently" if ban.permanent else f"for {format_duration(ban.end - ban.start)}"
         mode = " [dry run: no firewall change]" if self.dry_run else ""
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
                     ban.reason, mode)
@@ -210,8 +210,8 @@ class Agent:
         log.info("running%s with jails: %s", " (dry run)" if self.dry_run else "", ", ".join(self.pipeline.jails))
         self._running = True
         self.notifier.ready(self._status_line())
-        tasks = [asyncio.create_task(job(), name=job.__name__) for job in
-                 (self.recorder.run, self._expire_periodically, self._refresh_own_addresses, self._notify_periodically)]
+        jobs = (self.recorder.run, self._expire_periodically, self._refresh_own_addresses, self._keep_systemd_informed)
+        tasks = [asyncio.create_task(job(), name=job.__name__) for job in jobs]
         for task in tasks:
             task.add_done_callback(self._task_ended)
         await self._stopping.wait()
@@ -261,10 +261,8 @@ class Agent:
         log.warning("reloaded (SIGHUP): %s", "; ".join(changes) or "nothing changed")
 
     async def _protect_own_addresses(self) -> None:
-        try:
-            addresses = await asyncio.to_thread(own_addresses)
-        except Exception as error:  # netlink refused (a locked-down container): loopback stays protected
-            log.error("cannot list this host's addresses to protect them from bans: %s", error)
+        addresses = await read_own_addresses()
+        if addresses is None:  # logged; loopback stays protected
             return
         self.own = frozenset(addresses)
         self.pipeline.protected = AddressSet(addresses)
@@ -332,16 +330,8 @@ class Agent:
             line += "; store failing"
         return line
 
-    async def _notify_periodically(self) -> None:
-        interval = self.notifier.watchdog_interval
-        last_status = 0.0
-        while True:
-            await asyncio.sleep(min(interval, STATUS_INTERVAL) if interval else STATUS_INTERVAL)
-            if interval:
-                self.notifier.watchdog()  # sent from the loop: a stuck loop misses it, and systemd restarts us
-            if time.monotonic() - last_status >= STATUS_INTERVAL:
-                self.notifier.status(self._status_line())
-                last_status = time.monotonic()
+    async def _keep_systemd_informed(self) -> None:
+        await self.notifier.keep_informed(self._status_line)
 
     async def _refresh_own_addresses(self) -> None:
         while True:  # addresses come and go (DHCP, VPNs); a minute's lag is the cost of no netlink watch
@@ -355,9 +345,3 @@ class Agent:
             for ban in book.expire(time.time()):
                 self.lift(ban, ban.end, "ban ended")
 
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

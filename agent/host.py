@@ -3,9 +3,22 @@ syslog sender using one of them is a local process."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 
 from agent.addresses import Address, normalise
+
+log = logging.getLogger("jailwarden")
+
+
+async def read_own_addresses() -> set[Address] | None:
+    """`own_addresses()` from a worker thread; None (logged) when netlink refuses."""
+    try:
+        return await asyncio.to_thread(own_addresses)
+    except Exception as error:  # noqa: BLE001 - a locked-down container: the caller keeps loopback protected
+        log.error("cannot list this host's addresses to protect them from bans: %s", error)
+        return None
 
 
 def own_addresses() -> set[Address]:

@@ -8,11 +8,16 @@ keeps the agent free of systemd-python where the journal source is not used.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 
 log = logging.getLogger("jailwarden.notify")
+
+STATUS_INTERVAL = 5.0  # seconds between STATUS= updates
 
 
 class Notifier:
@@ -39,6 +44,19 @@ class Notifier:
 
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
+
+    async def keep_informed(self, status: Callable[[], str]) -> None:
+        """Until cancelled: WATCHDOG=1 as often as systemd asks for it, sent from the loop (a loop
+        that is stuck misses it, and systemd restarts the agent), and STATUS= every few seconds."""
+        interval = self.watchdog_interval
+        last_status = 0.0
+        while True:
+            await asyncio.sleep(min(interval, STATUS_INTERVAL) if interval else STATUS_INTERVAL)
+            if interval:
+                self.watchdog()
+            if time.monotonic() - last_status >= STATUS_INTERVAL:
+                self.status(status())
+                last_status = time.monotonic()
 
     def stopping(self) -> None:
         self._send("STOPPING=1\nSTATUS=stopping")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import JournalConfig
+from agent.config_values import format_duration
 from agent.events import LogEvent
 from agent.sources import Sink, SourceError
 
@@ -186,7 +187,7 @@ class JournalSource:
             reader.seek_realtime(resume.time)
             return
         if self._history > 0:
-            log.info("no saved journal position: reading back %s of history", _duration(self._history))
+            log.info("no saved journal position: reading back %s of history", format_duration(self._history))
             reader.seek_realtime(self._now - self._history)
         else:
             reader.seek_tail()
@@ -343,6 +344,3 @@ def _when(seconds: float) -> str:
 
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
 
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

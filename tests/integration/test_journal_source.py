@@ -62,7 +62,7 @@ def test_first_start_reads_back_findtime_of_history(journal_namespace, agent_for
     fail(journal_namespace, "2001:db8::10")
     journal_namespace.wait_for_entry("login failed for root from 2001:db8::10")
     with agent_for(maxretry=3) as agent:
-        agent.wait_for(r"reading back 10 min of history")
+        agent.wait_for(r"reading back 10m of history")
         agent.wait_for(r"failure from 2001:db8::10", count=2)
         fail(journal_namespace, "2001:db8::10")
         agent.wait_for(r"ban 2001:db8::10 for 1h")

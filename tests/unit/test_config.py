@@ -16,6 +16,7 @@ from agent.config import (
     load_config,
     parse_duration,
 )
+from agent.config_values import format_duration
 
 BUNDLED = Path(__file__).resolve().parents[2] / "packaging" / "etc" / "jailwarden.toml"
 
@@ -280,6 +281,14 @@ def test_config_errors_print_one_per_line():
 )  # fmt: skip
 def test_durations_accept_seconds_units_and_combinations(value, seconds):
     assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(4, "4s"), (3.5, "3.5s"), (600, "10m"), (3600, "1h"), (5400, "1h30m"), (604800, "1w"), (691201, "1w1d1s")],
+)
+def test_durations_are_shown_as_the_config_writes_them(seconds, text):
+    assert format_duration(seconds) == text and parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
