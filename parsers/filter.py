@@ -28,7 +28,11 @@ _IP6 = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:" + _IP4 + r"|[0-9A-Fa-f]{0,4})"
 # wrote last to an earlier, attacker-written one because the last one failed a stricter pattern.
 _ANY_IP = r"[0-9A-Fa-f:.]*[0-9A-Fa-f]"
 # The look-aheads stop a match inside a longer token (203.0.113.5 in 203.0.113.55 or 1.2.3.4.5).
-_END = r"(?![\w:])(?!\.[0-9A-Fa-f])"
+# A colon may follow only as the start of a port (":51234", then neither an address character
+# nor a colon and a hex digit), which the regex must then match itself: Apache 2.4 writes
+# "[client ADDR:PORT]", IPv6 included and unbracketed, so "<HOST>:\d+" takes 2001:db8::7 from
+# 2001:db8::7:5555 (the port is the last group); Gitea writes "from ADDR:PORT: reason".
+_END = r"(?!\w)(?!:(?!\d{1,5}(?![\w.]|:[0-9A-Fa-f])))(?!\.[0-9A-Fa-f])"
 _PLACEHOLDERS = {
     "<HOST>": rf"(?P<host>{_ANY_IP}|\[{_ANY_IP}\]){_END}",
     "<ADDR>": rf"(?P<host>{_ANY_IP}|\[{_ANY_IP}\]){_END}",

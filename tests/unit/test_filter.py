@@ -101,6 +101,28 @@ def test_host_placeholder_rejects_non_addresses(message) -> None:
     assert make(["login failed from <HOST>"]).match(syslog_event(message)) is None
 
 
+@pytest.mark.parametrize("message,expected", [
+    ("client 203.0.113.5:51234] denied", "203.0.113.5"),
+    ("client 2001:db8::7:5555] denied", "2001:db8::7"),       # unbracketed IPv6: the port is the last group
+    ("client [2001:db8::7]:5555] denied", "2001:db8::7"),
+    ("client ::ffff:203.0.113.5:80] denied", "203.0.113.5"),
+])
+def test_an_address_followed_by_a_port_is_taken_without_it(message, expected) -> None:
+    failure = make([r"client <HOST>:\d+\] denied$"]).match(syslog_event(message))
+    assert failure is not None and failure.address == ipaddress.ip_address(expected)
+    reason = make([r"from <HOST>:\d+: \S+$"]).match(syslog_event("from 203.0.113.9:4242: refused"))
+    assert reason is not None and reason.address == ipaddress.ip_address("203.0.113.9")
+
+
+@pytest.mark.parametrize("message", [
+    "login failed from 203.0.113.5:abc",        # a colon not starting a port
+    "login failed from 203.0.113.5:123456",     # too long for a port
+    "login failed from 203.0.113.5:22.7",       # digits, then more of a token
+])
+def test_a_colon_after_an_address_is_only_a_port(message) -> None:
+    assert make([r"login failed from <HOST>:\S+$"]).match(syslog_event(message)) is None
+
+
 def test_ip4_and_ip6_placeholders_take_one_family() -> None:
     v4 = make(["x <IP4>$"])
     v6 = make(["x <IP6>$"])
