@@ -83,10 +83,17 @@ class Agent:
     def _report(self, outcome: Outcome, event: LogEvent) -> None:
         failure = outcome.failure
         where = f"jail {outcome.jail}:"
-        if outcome.kind in ("banned", "counted"):
+        if outcome.kind in ("banned", "counted", "extended", "held"):
             self.counters[outcome.jail]["failures"] += 1
         if outcome.kind == "banned":
             self._banned(outcome.ban)
+        elif outcome.kind == "extended":
+            # The same ban ending later, not a new one: worded apart from "ban ADDR", which the
+            # recidive filter counts.
+            ban = outcome.ban
+            self._enforce(ban)
+            until = "permanent" if ban.permanent else f"{format_duration(ban.end - outcome.decision.time)} from now"
+            log.warning("%s ban of %s extended: %s (offence %d)", where, ban.address, until, ban.offence)
         elif outcome.kind == "counted":
             # At debug level when enforcing: under a flood, a line per failure would add most of
             # the attack's own volume to the journal again (bans are logged at warning).
@@ -105,13 +112,17 @@ class Agent:
 
     def _banned(self, ban: Ban) -> None:
         self.counters[ban.jail]["bans"] += 1
-        if self.enforcer is not None:
-            self.enforcer.ban(ban.jail, ban.address, ban.end)
-        self.recorder.ban(ban)
+        self._enforce(ban)
         length = "permanently" if ban.permanent else f"for {format_duration(ban.end - ban.start)}"
         mode = " [dry run: no firewall change]" if self.dry_run else ""
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
                     ban.reason, mode)
+
+    def _enforce(self, ban: Ban) -> None:
+        """The ban into the firewall and the store (as new, or with its new end)."""
+        if self.enforcer is not None:
+            self.enforcer.ban(ban.jail, ban.address, ban.end)
+        self.recorder.ban(ban)
 
     def lift(self, ban: Ban, now: float, why: str) -> None:
         if self.enforcer is not None:

@@ -30,6 +30,8 @@ class Outcome(NamedTuple):
     """What one failure did in one jail.
 
     kind: "counted" (in the window, no ban yet), "banned" (`ban` is the resulting ban),
+    "extended" (the address was banned already and reached maxretry again: `ban` is the same
+    ban ending later), "held" (the same, but the ban already ends later than a new one would),
     "ignored" (the address is on the ignore list), "untrusted" (the jail requires a program
     identity the writer cannot forge, and this entry's can be forged), "evidence" (a line that
     names the address of an attempt another line counts), "stale" (older than findtime),
@@ -88,4 +90,6 @@ class Pipeline:
         decision = jail.record(failure, now)
         if decision is None:
             return Outcome("counted", setup.name, failure)
-        return Outcome("banned", setup.name, failure, self.book.ban(decision, now, setup.policy), decision)
+        result = self.book.ban(decision, now, setup.policy)
+        kind = "banned" if ban is None else "extended" if result.end > ban.end else "held"
+        return Outcome(kind, setup.name, failure, result, decision)

@@ -98,4 +98,20 @@ def test_failures_from_before_a_current_ban_are_not_counted_again():
     assert [o.kind for o in pipe.handle(syslog(time=1000.0), 1000.0)] == ["covered"]
     assert pipe.jails["app"].jail.tracked() == 0
     assert [o.kind for o in pipe.handle(syslog(time=1001.0), 1001.0)] == ["counted"]
-    assert [o.kind for o in pipe.handle(syslog(time=1002.0), 1002.0)] == ["banned"]
+    assert [o.kind for o in pipe.handle(syslog(time=1002.0), 1002.0)] == ["extended"]
+
+
+def test_reaching_maxretry_again_while_banned_extends_the_ban_rather_than_making_a_new_one():
+    flt = make_filter()
+    pipe = pipeline(("app", flt, 2))
+    kinds = [o.kind for t in (1000.0, 1001.0) for o in pipe.handle(syslog(time=t), t)]
+    assert kinds == ["counted", "banned"]
+    # Attempts already under way when the ban went in: later in time, so they count again.
+    outcomes = [o for t in (1500.0, 1501.0) for o in pipe.handle(syslog(time=t), t)]
+    assert [o.kind for o in outcomes] == ["counted", "extended"]
+    assert outcomes[-1].ban.end == 1501.0 + 3600 and outcomes[-1].ban.offence == 1
+    assert len(pipe.book) == 1
+    # The same again at once: the ban already ends later than a new one would.
+    pipe.jails["app"].policy = BanPolicy(60)
+    held = [o.kind for t in (1502.0, 1503.0) for o in pipe.handle(syslog(time=t), t)]
+    assert held == ["counted", "held"]
