@@ -86,6 +86,8 @@ class AgentConfig:
     # How often each jail's firewall is checked for bans that went missing (a flush by hand, a
     # firewall reload); missing ones are put back.
     reconcile_interval: float = 60.0
+    # Where "fail2ban:NAME" filters are read from: FAIL2BAN_DIR/filter.d/NAME.conf (and .local).
+    fail2ban_dir: Path = Path("/etc/fail2ban")
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,6 +147,7 @@ class JailConfig:
     # Ban only these destination ports (empty: all traffic), where the backend can scope.
     ports: tuple[int, ...] = ()
     protocol: str = "tcp"
+    fail2ban_dir: Path = Path("/etc/fail2ban")  # the agent's, for a "fail2ban:NAME" filter
 
     @property
     def policy(self) -> BanPolicy:
@@ -248,7 +251,7 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
 
 
 _AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "keep_bans_on_stop",
-               "reconcile_interval")
+               "reconcile_interval", "fail2ban_dir")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
     "require_trusted", "ports", "protocol",
@@ -309,7 +312,7 @@ class _Checker:
 
     def agent(self, table: dict) -> dict[str, Any]:
         converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend,
-                      "keep_bans_on_stop": boolean}
+                      "keep_bans_on_stop": boolean, "fail2ban_dir": absolute_path}
         values = self.read(table, ("agent",), converters | {"history_window": parse_duration,
                                                              "reconcile_interval": parse_duration})
         return values | self.read_lists(table, ("agent",), {"ignore": network})
@@ -338,6 +341,7 @@ class _Checker:
         own_ignore = self.read_lists(table, path, {"ignore": network}).get("ignore", ())
         values["ignore"] = tuple(dict.fromkeys(agent.ignore + own_ignore))
         values.setdefault("backend", agent.backend)
+        values["fail2ban_dir"] = agent.fail2ban_dir
         if isinstance(raw, dict) and "filter" not in raw:
             others = difflib.get_close_matches(name, [other for other in jails if other != name], n=1)
             hint = f" (is this meant to be jail {others[0]!r}?)" if others else ""

@@ -9,31 +9,47 @@ from pathlib import Path
 from agent.config import Config
 from agent.jail import Jail
 from agent.pipeline import JailSetup
-from parsers.filter import Filter, FilterError
-from parsers.filterfile import SHIPPED_DIR, find_filter, load_filter
+from parsers.fail2ban import is_fail2ban_reference, load_fail2ban_filter
+from parsers.filter import Filter, FilterError, is_trusted_match
+from parsers.filterfile import SHIPPED_DIR, files_read, find_filter, load_filter
+
+
+def _fingerprint(reference: str, mode: str | None, files: list[Path]) -> str:
+    # Of every file read (includes, .local): a reload then sees a change in any of them.
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{reference}:{mode}:{digest.hexdigest()}"
 
 
 def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list[str]]:
     """The enabled jails with their filters; a jail whose filter cannot be loaded is left out
     and its problem returned, so the others still run."""
     setups, problems = [], []
-    filters: dict[tuple[Path, str | None], Filter] = {}
-    fingerprints: dict[tuple[Path, str | None], str] = {}
+    filters: dict[tuple[object, str | None], Filter] = {}
+    fingerprints: dict[tuple[object, str | None], str] = {}
     for name, jail in config.jails.items():
         if not jail.enabled:
             continue
         try:
-            if jail.filter.startswith("fail2ban:"):
-                raise FilterError(jail.filter, "", "Fail2Ban filters are not supported by this version")
-            path = find_filter(jail.filter, [filter_dir, SHIPPED_DIR])
-            key = (path, jail.mode)
-            if key not in filters:
-                filters[key] = load_filter(path, mode=jail.mode)
-                fingerprints[key] = f"{path}:{jail.mode}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+            fail2ban = is_fail2ban_reference(jail.filter)
+            if fail2ban:
+                key = ((jail.fail2ban_dir, jail.filter), jail.mode)
+                if key not in filters:
+                    filters[key] = load_fail2ban_filter(jail.filter, jail.fail2ban_dir, mode=jail.mode)
+                    fingerprints[key] = _fingerprint(jail.filter, jail.mode, files_read(filters[key]))
+            else:
+                path = find_filter(jail.filter, [filter_dir, SHIPPED_DIR])
+                key = (path, jail.mode)
+                if key not in filters:
+                    filters[key] = load_filter(path, mode=jail.mode)
+                    fingerprints[key] = f"{path}:{jail.mode}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
         except (FilterError, OSError) as error:
             problems.append(f"jail {name}: not started: {error}")
             continue
         flt = filters[key]
+        if fail2ban:
+            problems += _fail2ban_warnings(name, jail, flt, config.sources.journal.enabled)
         counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
                        require_trusted=jail.require_trusted)
         setups.append(JailSetup(name, flt, counter, jail.policy, fingerprints[key]))
@@ -44,3 +60,16 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
     return setups, problems
 
 
+def _fail2ban_warnings(name: str, jail, flt: Filter, journal_source: bool) -> list[str]:
+    """What the jail should know about its Fail2Ban filter: the filter's own notes, and whether
+    its journalmatch can identify entries under require_trusted."""
+    warnings = [f"jail {name}: Fail2Ban filter {jail.filter!r}: {note}" for note in getattr(flt, "notes", ())]
+    if jail.require_trusted and journal_source and flt.journal and not any(map(is_trusted_match, flt.journal)):
+        matches = " + ".join(" ".join(f"{field}={value}" for field, values in sorted(group.items())
+                                      for value in sorted(values)) for group in flt.journal)
+        warnings.append(f"jail {name}: the journalmatch of Fail2Ban filter {jail.filter!r} ({matches}) does not "
+                        f"prove which program wrote an entry (only _UID with fields journald takes from the kernel "
+                        f"does), so with require_trusted = true none of its journal entries count: add _UID=0 to "
+                        f"its journalmatch (in {flt.name}.local, or fail2ban:{flt.name}[journalmatch=\"...\"]), or "
+                        f"set require_trusted = false for this jail")
+    return warnings

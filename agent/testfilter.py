@@ -8,6 +8,10 @@ Classic file lines take a fast path: a line that does not contain any of the fil
 tags cannot be from its program and is not parsed at all, and the rest are matched by
 `parsers.fileline`. The verdicts are the same as `agent.lines.event_from_line` followed by
 `Filter.match` (tests hold them to that).
+
+A Fail2Ban filter (`parsers.fail2ban`) reads every line whole, as Fail2Ban reads a log file:
+the date is found and cut out and the regexes search the rest; entries (JSON, RFC 5424)
+are matched as the line Fail2Ban's journal reader would build from them.
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ class FilterTester:
         # every line goes through judge().
         self._has_probe = re.compile("|".join(map(re.escape, probes))).search if probes else _never
         self._quick_probe = probes[0] if len(probes) == 1 else ""
+        whole_line = getattr(filter, "examine_line", None)
+        if whole_line is not None:
+            # Every line is the filter's to judge: its regexes recognise the program themselves.
+            self._classic = lambda line, captures=True: whole_line(line, now, captures)
+            self._has_probe = _always
+            self._quick_probe = ""
 
     def judge(self, line: str, captures: bool = True) -> Verdict:
         """The verdict on one line, whatever its format."""
@@ -161,6 +171,12 @@ class FilterTester:
         event = event_from_line(line, self.now)
         if isinstance(event, LineError):
             return Verdict("error", detail=event.reason)
+        examine_event = getattr(self.filter, "examine_event", None)
+        if examine_event is not None:
+            # A Fail2Ban filter without any identity (a web server's log filter) takes every entry.
+            if (self.filter.journal or self.filter.syslog) and not self.filter.applies_to(event):
+                return OTHER
+            return examine_event(event, captures)
         if not self.filter.applies_to(event):
             return OTHER
         return self.filter.examine(event.message, captures)
@@ -168,6 +184,10 @@ class FilterTester:
 
 def _never(line: str) -> None:
     return None
+
+
+def _always(line: str) -> bool:
+    return True
 
 
 def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:

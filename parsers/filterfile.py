@@ -2,6 +2,8 @@
 
 `load_filter` turns a file into a `parsers.filter.Filter` compiled for one mode; every
 problem is a `FilterError` naming the file, the key (with its list index) and the reason.
+`load_reference` also takes Fail2Ban filters ("fail2ban:NAME", a .conf or .local path),
+read by `parsers.fail2ban`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Mapping
 
+from parsers.fail2ban_reference import DEFAULT_DIR as FAIL2BAN_DIR, is_fail2ban_reference
 from parsers.filter import Filter, FilterError, Regex
 
 SHIPPED_DIR = Path(__file__).parent / "filters"
@@ -149,3 +152,22 @@ def find_filter(name: str, search: list[Path] | None = None) -> Path:
     shipped = sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
     raise FilterError(name, "", f"no such filter in {', '.join(map(str, dirs))} "
                                 f"(shipped: {', '.join(shipped)})")
+
+
+def load_reference(reference: str, mode: str | None = None, search: list[Path] | None = None,
+                   fail2ban_dir: Path = FAIL2BAN_DIR, require_identity: bool = True) -> Filter:
+    """The filter a jail (or test-filter) names: a shipped or local filter's name, a TOML
+    file, or a Fail2Ban filter, "fail2ban:NAME[key=value, ...]" (from `fail2ban_dir`/filter.d)
+    or the path of its .conf or .local. A Fail2Ban filter that names no program is an error
+    when `require_identity` (a jail needs one; test-filter reading a file does not)."""
+    if is_fail2ban_reference(reference):
+        # Imported here: start-up of test-filter with a TOML filter does not pay for it.
+        from parsers.fail2ban import load_fail2ban_filter
+
+        return load_fail2ban_filter(reference, fail2ban_dir, mode=mode, require_identity=require_identity)
+    return load_filter(find_filter(reference, search), mode=mode)
+
+
+def files_read(flt: Filter) -> list[Path]:
+    """The files a filter was built from (for a Fail2Ban filter, with its includes and .local)."""
+    return list(getattr(flt, "files", None) or [Path(flt.file)])

@@ -28,7 +28,7 @@ def test_config_filter_and_mode_errors_are_all_reported_with_their_file(tmp_path
     local = tmp_path / "jail.d" / "local.toml"
     local.write_text('[jails.web]\nfilter = "no-such-filter"\n'
                      '[jails.ssh2]\nfilter = "sshd"\nmode = "paranoid"\n'
-                     '[jails.old]\nfilter = "fail2ban:sshd"\n'
+                     '[jails.old]\nfilter = "fail2ban:no-such-filter"\n'
                      '[jails.off]\nfilter = "missing-but-disabled"\nenabled = false\n')
     code, out, err = run(capsys, "check-config", "--config", str(main_file))
     assert code == 1 and out == ""

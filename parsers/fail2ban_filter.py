@@ -1,0 +1,161 @@
+"""The `Filter` a Fail2Ban filter becomes, and the line Fail2Ban's journal reader builds.
+
+A journal or syslog entry is matched as the line Fail2Ban's journal reader builds from its
+fields, `HOSTNAME IDENTIFIER[PID]: MESSAGE`; a line of a log file has its date found and cut
+out first (`parsers.dates`); either then goes through Fail2Ban's matching
+(`parsers.fail2ban_match`). Host names are never resolved: a failure naming a host rather
+than an address is reported as unusable and counts nowhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+from parsers.dates import DateDetector
+from parsers.fail2ban_match import LineMatcher, Outcome
+from parsers.filter import IGNORED, MISS, Event, Failure, Filter, Verdict, normalise
+
+_FULL_PREFIX = {4: 32, 6: 128}
+# Address texts already judged: the same attackers fail again and again.
+_ADDRESS_CACHE_MAX = 8192
+
+
+def journal_line(fields: Mapping[str, str], message: str) -> str:
+    """The line Fail2Ban's journal reader makes of an entry: `HOSTNAME IDENTIFIER[PID]: MESSAGE`
+    (identifier SYSLOG_IDENTIFIER else _COMM, pid SYSLOG_PID else _PID; a kernel entry gets
+    its monotonic time after the tag), newlines written as "\\n"."""
+    parts = []
+    host = fields.get("_HOSTNAME")
+    if host:
+        parts.append(host)
+    identifier = fields.get("SYSLOG_IDENTIFIER") or fields.get("_COMM")
+    if identifier:
+        pid = fields.get("SYSLOG_PID") or fields.get("_PID")
+        if pid:
+            try:
+                pid = str(int(pid, 0))
+            except ValueError:
+                pass
+            identifier = f"{identifier}[{pid}]"
+        parts.append(identifier + ":")
+        if identifier == "kernel":
+            monotonic = fields.get("_SOURCE_MONOTONIC_TIMESTAMP") or fields.get("__MONOTONIC_TIMESTAMP")
+            if monotonic and monotonic.isdigit():
+                parts.append(f"[{int(monotonic) / 1e6:12.6f}]")
+    parts.append(message)
+    return " ".join(parts).replace("\n", "\\n")
+
+
+def _program(fields: Mapping[str, str]) -> Hashable:
+    # Multi-line state is kept per writing program (host and identifier), see fail2ban_match.
+    return (fields.get("_HOSTNAME"), fields.get("SYSLOG_IDENTIFIER") or fields.get("_COMM"))
+
+
+class Fail2BanFilter(Filter):
+    """A Fail2Ban filter, usable wherever a `Filter` is: `match(event)` for journal and syslog
+    entries, `examine_line(line, now)` for the lines of a log file (date cut out first)."""
+
+    def __init__(self, name: str, *, file: str, files: list[Path], mode: str, parameters: Mapping[str, str],
+                 journal: tuple, syslog: frozenset[str], matcher: LineMatcher, dates: DateDetector,
+                 journal_matcher: LineMatcher | None = None, notes: tuple[str, ...] = ()) -> None:
+        super().__init__(name, description=f"Fail2Ban filter {name}", mode=mode, journal=journal,
+                         syslog=syslog, failregex=[], file=file)
+        self.files = files
+        self.parameters = dict(parameters)
+        self.notes = notes
+        self.dates = dates
+        self._matcher = matcher
+        # Fail2Ban reads the journal with logtype = journal, which some filters match differently.
+        self._journal_matcher = journal_matcher or matcher
+        self._last_time: float | None = None  # of the last line of a file that had a date
+        self._judged: dict[tuple, tuple] = {}  # address groups -> (address, text, reason)
+        # The data a failure carries: every <F-NAME> group of the filter's regexes (earlier lines
+        # of a multi-line failure may have set them), <F-ALT_NAME> merged into NAME.
+        regexes = [r for m in (matcher, self._journal_matcher) for r in [m.prefregex, *m.failregex] if r is not None]
+        self._captures = tuple(dict.fromkeys(
+            [group for r in regexes for group in r.captures] + [base for r in regexes for _, base in r.alternates]))
+        # Its verdicts depend on earlier lines (maxlines, multi-line failure ids).
+        self.stateful = any(m.maxlines > 1 or any("mlfid" in r.regex.groupindex for r in m.failregex + [m.prefregex]
+                                                   if r is not None) for m in (matcher, self._journal_matcher))
+
+    def __repr__(self) -> str:
+        return f"Fail2BanFilter({self.name!r}, mode={self.mode!r})"
+
+    def examine(self, message: str, captures: bool = True) -> Verdict:
+        """The verdict on a message taken as a whole line without a date."""
+        return self._verdict(self._matcher.process(message, 0.0, "message"), captures)
+
+    def examine_line(self, line: str, now: float, captures: bool = True) -> Verdict:
+        """The verdict on a line of a log file: its date (found as Fail2Ban finds it) is cut
+        out and the regexes search the rest; `now` completes dates without a year."""
+        line = line.rstrip("\r\n")
+        found = self.dates.find(line, now)
+        text = line if found is None else line[:found.start] + line[found.end:]
+        if found is not None and found.time is not None:
+            self._last_time = when = found.time
+        else:
+            # A line without a date of its own (part of a multi-line message) is as old as the
+            # last line that had one.
+            when = self._last_time if self._last_time is not None else now
+        return self._verdict(self._matcher.process(text, when, ""), captures)
+
+    def examine_event(self, event: Event, captures: bool = True) -> Verdict:
+        """The verdict on a journal or syslog entry, identity aside."""
+        text = journal_line(event.fields, event.message)
+        matcher = self._journal_matcher if event.source == "journal" else self._matcher
+        return self._verdict(matcher.process(text, event.time, _program(event.fields)), captures)
+
+    def match(self, event: Event) -> Failure | None:
+        """The failure this entry records, or None: identity first, then Fail2Ban's matching
+        of the line its journal reader would build from the entry."""
+        trusted = self.identify(event)
+        if trusted is None:
+            return None
+        verdict = self.examine_event(event)
+        if verdict.kind != "fail":
+            return None
+        return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {},
+                       verdict.counts, verdict.repeat, trusted)
+
+    def _verdict(self, outcome: Outcome, captures: bool) -> Verdict:
+        if outcome.kind == "ignored":
+            return IGNORED
+        if outcome.kind != "fail":
+            return MISS
+        groups = outcome.groups
+        key = (groups.get("ip4"), groups.get("ip6"), groups.get("dns"), groups.get("fid"), groups.get("cidr"))
+        found = self._judged.get(key)
+        if found is None:
+            if len(self._judged) >= _ADDRESS_CACHE_MAX:
+                self._judged.clear()
+            found = self._judged[key] = _failure_address(groups)
+        address, text, reason = found
+        named = _captured(groups, self._captures) if captures else None
+        if address is None:
+            return Verdict("miss", None, {"host": text, **(named or {})}, reason)
+        return Verdict("fail", address, named or None, str(address))
+
+
+def _failure_address(groups: Mapping[str, object]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+                                                             str, str]:
+    """The address a failure names, the text it was taken from, and why there is none."""
+    for group in ("ip4", "ip6", "dns", "fid"):
+        text = groups.get(group)
+        if text is not None:
+            break
+    text = str(text)
+    try:
+        address = normalise(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        what = "a host name (names are never resolved)" if group == "dns" else "not an IP address"
+        return None, text, f"{text!r} is {what}"
+    cidr = groups.get("cidr")
+    if cidr is not None and group in ("ip4", "ip6") and int(cidr) < _FULL_PREFIX[address.version]:
+        return None, text, f"{text}/{cidr} is a network: jailwarden bans single addresses"
+    return address, text, ""
+
+
+def _captured(groups: Mapping[str, object], names: tuple[str, ...]) -> dict[str, str]:
+    return {name: groups[name] for name in names if isinstance(groups.get(name), str)}
