@@ -184,6 +184,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_fail2ban(args: argparse.Namespace) -> int:
+    from agent.migrate import import_fail2ban
+
+    return import_fail2ban(Path(args.directory), sys.stdout, sys.stderr)
+
+
 class _StderrFormat(logging.Formatter):
     """No timestamps (journald adds its own); under systemd, a `<N>` syslog-priority prefix
     so journald files each line at its level."""
@@ -271,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "and report every problem found (exit status 1 if there is any).")
     check.add_argument("--config", default=DEFAULT_CONFIG, help=f"main config file (default {DEFAULT_CONFIG})")
     check.set_defaults(func=cmd_check_config)
+
+    migrate = commands.add_parser(
+        "import-fail2ban", help="convert Fail2Ban's jail configuration to jailwarden's",
+        description="Read Fail2Ban's jail.conf, jail.local and jail.d/ in DIR and write the enabled jails as "
+                    "jailwarden TOML to standard output. What cannot be converted is a '# fail2ban:' comment "
+                    "and a warning on stderr (exit status 1); no jail.conf in DIR: exit status 2.")
+    migrate.add_argument("directory", metavar="DIR", nargs="?", default="/etc/fail2ban",
+                         help="Fail2Ban's configuration directory (default /etc/fail2ban)")
+    migrate.set_defaults(func=cmd_import_fail2ban)
 
     run = commands.add_parser(
         "run", help="run the agent",
