@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from agent.host import account_uid
 from agent.cli_control import cmd_ban, cmd_bans, cmd_reload, cmd_status, cmd_unban
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
@@ -112,7 +113,8 @@ def _print_summary(out: TextIO, flt, path: Path, s: Summary, elapsed: float, ver
 def cmd_test_filter(args: argparse.Namespace) -> int:
     try:
         # Reading a file needs no program identity, so a Fail2Ban filter for a web server's log is fine here.
-        flt = load_reference(args.filter, mode=args.mode, fail2ban_dir=args.fail2ban_dir, require_identity=False)
+        flt = load_reference(args.filter, mode=args.mode, fail2ban_dir=args.fail2ban_dir, require_identity=False,
+                             accounts=account_uid)
     except FilterError as error:
         print(f"jailwarden: {error}", file=sys.stderr)
         return 2
@@ -157,7 +159,7 @@ def _filter_problem(local_filters: Path):
     def problem(jail) -> str | None:
         try:
             load_reference(jail.filter, mode=jail.mode, search=[local_filters, SHIPPED_DIR],
-                           fail2ban_dir=jail.fail2ban_dir)
+                           fail2ban_dir=jail.fail2ban_dir, accounts=account_uid)
         except FilterError as error:
             return str(error)
         return None

@@ -1,11 +1,11 @@
-"""This host's own addresses, read from the kernel over netlink: they are never banned, and a
-syslog sender using one of them is a local process."""
+"""Facts about this host: its own addresses, read from the kernel over netlink (they are never
+banned, and a syslog sender using one of them is a local process), and its accounts' uids."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
+import pwd
 
 from agent.addresses import Address, normalise
 
@@ -14,6 +14,8 @@ log = logging.getLogger("jailwarden")
 
 async def read_own_addresses() -> set[Address] | None:
     """`own_addresses()` from a worker thread; None (logged) when netlink refuses."""
+    import asyncio  # here: test-filter imports this module for account_uid, and starts faster without
+
     try:
         return await asyncio.to_thread(own_addresses)
     except Exception as error:  # noqa: BLE001 - a locked-down container: the caller keeps loopback protected
@@ -38,3 +40,11 @@ def own_addresses() -> set[Address]:
                 if value:
                     addresses.add(normalise(ipaddress.ip_address(value.split("%")[0])))
     return addresses
+
+
+def account_uid(name: str) -> int | None:
+    """The uid of the account `name` on this host (filters name daemons' accounts), or None."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None

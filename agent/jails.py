@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from agent.config import Config
+from agent.host import account_uid
 from agent.jail import Jail
 from agent.pipeline import JailSetup
 from parsers.fail2ban import is_fail2ban_reference, load_fail2ban_filter
@@ -42,7 +43,7 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
                 path = find_filter(jail.filter, [filter_dir, SHIPPED_DIR])
                 key = (path, jail.mode)
                 if key not in filters:
-                    filters[key] = load_filter(path, mode=jail.mode)
+                    filters[key] = load_filter(path, mode=jail.mode, accounts=account_uid)
                     fingerprints[key] = f"{path}:{jail.mode}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
         except (FilterError, OSError) as error:
             problems.append(f"jail {name}: not started: {error}")

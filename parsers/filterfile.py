@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Mapping
 
@@ -17,6 +18,13 @@ from parsers.fail2ban_reference import DEFAULT_DIR as FAIL2BAN_DIR, is_fail2ban_
 from parsers.filter import Filter, FilterError, Regex
 
 SHIPPED_DIR = Path(__file__).parent / "filters"
+
+# An account name among `_UID` values stands for that account's uid on this host. Daemons such
+# as postfix or postgres run as a user whose uid each installation picks; naming the account
+# keeps their identity pinned to a uid, so trusted, on every distribution. The caller looks the
+# names up (parsers do no I/O); a name without an account here matches nothing.
+AccountLookup = Callable[[str], int | None]
+_ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 
 
 def _regex_list(file: str, key: str, value: object) -> list[str | Regex]:
@@ -58,7 +66,22 @@ _TOP_KEYS = {"description", "journal", "syslog", "failregex", "ignoreregex", "mo
 _MODE_KEYS = {"description", "failregex", "ignoreregex"}
 
 
-def _journal_matches(file: str, raw: object) -> tuple[dict[str, frozenset[str]], ...]:
+def _uids(file: str, where: str, values: frozenset[str], accounts: AccountLookup | None) -> frozenset[str]:
+    uids = set()
+    for value in values:
+        if value.isdigit():
+            uids.add(value)
+        elif not _ACCOUNT.fullmatch(value):
+            raise FilterError(file, where, f"{value!r} is neither a uid nor an account name")
+        elif accounts is None:
+            uids.add(value)  # unresolved: compared as text, it matches no entry's uid
+        elif (uid := accounts(value)) is not None:
+            uids.add(str(uid))
+    return frozenset(uids)
+
+
+def _journal_matches(file: str, raw: object,
+                     accounts: AccountLookup | None = None) -> tuple[dict[str, frozenset[str]], ...]:
     # [journal] is one group of FIELD = [values] (every field must match, any of its values);
     # [[journal]] is a list of such groups, any of which identifies the program.
     groups = raw if isinstance(raw, list) else [raw]
@@ -74,13 +97,19 @@ def _journal_matches(file: str, raw: object) -> tuple[dict[str, frozenset[str]],
             match[key] = frozenset(_string_list(file, f"{where}.{key}", values))
             if not match[key]:
                 raise FilterError(file, f"{where}.{key}", "empty: no entry could match")
+        if "_UID" in match:
+            match["_UID"] = _uids(file, f"{where}._UID", match["_UID"], accounts)
+            if not match["_UID"]:
+                continue  # none of its accounts exists on this host: the group can match nothing
         if match:
             matches.append(match)
     return tuple(matches)
 
 
-def load_filter(path: str | Path, mode: str | None = None, name: str | None = None) -> Filter:
-    """Read and compile a filter file for `mode` (its default mode when None)."""
+def load_filter(path: str | Path, mode: str | None = None, name: str | None = None,
+                accounts: AccountLookup | None = None) -> Filter:
+    """Read and compile a filter file for `mode` (its default mode when None); `accounts` gives
+    the uid of an account named in `_UID`."""
     path = Path(path)
     file = str(path)
     try:
@@ -92,16 +121,16 @@ def load_filter(path: str | Path, mode: str | None = None, name: str | None = No
         raise FilterError(file, "", f"cannot read: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise FilterError(file, "", f"invalid TOML: {error}") from None
-    return filter_from_dict(data, file=file, mode=mode, name=name or path.stem)
+    return filter_from_dict(data, file=file, mode=mode, name=name or path.stem, accounts=accounts)
 
 
 def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
-                     mode: str | None = None) -> Filter:
+                     mode: str | None = None, accounts: AccountLookup | None = None) -> Filter:
     """Build a Filter from parsed TOML (used by load_filter and by tests)."""
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise FilterError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
-    journal = _journal_matches(file, data.get("journal", {}))
+    journal = _journal_matches(file, data.get("journal", {}), accounts)
     syslog = frozenset(_string_list(file, "syslog", data.get("syslog", [])))
     if not journal and not syslog:
         raise FilterError(file, "", "names no program: set `journal` fields and/or `syslog` tags")
@@ -155,7 +184,8 @@ def find_filter(name: str, search: list[Path] | None = None) -> Path:
 
 
 def load_reference(reference: str, mode: str | None = None, search: list[Path] | None = None,
-                   fail2ban_dir: Path = FAIL2BAN_DIR, require_identity: bool = True) -> Filter:
+                   fail2ban_dir: Path = FAIL2BAN_DIR, require_identity: bool = True,
+                   accounts: AccountLookup | None = None) -> Filter:
     """The filter a jail (or test-filter) names: a shipped or local filter's name, a TOML
     file, or a Fail2Ban filter, "fail2ban:NAME[key=value, ...]" (from `fail2ban_dir`/filter.d)
     or the path of its .conf or .local. A Fail2Ban filter that names no program is an error
@@ -165,7 +195,7 @@ def load_reference(reference: str, mode: str | None = None, search: list[Path] |
         from parsers.fail2ban import load_fail2ban_filter
 
         return load_fail2ban_filter(reference, fail2ban_dir, mode=mode, require_identity=require_identity)
-    return load_filter(find_filter(reference, search), mode=mode)
+    return load_filter(find_filter(reference, search), mode=mode, accounts=accounts)
 
 
 def files_read(flt: Filter) -> list[Path]:

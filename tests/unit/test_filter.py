@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from agent.events import LogEvent
+from agent.host import account_uid
 from parsers.filter import FilterError
 from parsers.filterfile import filter_from_dict, find_filter, load_filter
 from parsers.regexlits import required_literal
@@ -304,3 +305,22 @@ def test_rsyslog_repeated_message_is_examined_inside_and_carries_its_count() -> 
     failure = flt.match(syslog_event("message repeated 4 times: [ Failed for x from 203.0.113.5]"))
     assert failure.address == ipaddress.ip_address("203.0.113.5") and failure.repeat == 4
     assert flt.match(syslog_event("Failed for x from 203.0.113.5")).repeat == 1
+
+
+def test_an_account_named_in_uid_stands_for_its_uid_on_this_host() -> None:
+    accounts = {"postfix": 107, "root": 0}.get
+    flt = filter_from_dict({"failregex": ["x <HOST>$"], "journal": [
+        {"_EXE": ["/usr/lib/postfix/sbin/smtpd"], "_UID": ["postfix", "89"]},
+        {"_EXE": ["/usr/sbin/exim4"], "_UID": ["Debian-exim"]},   # no such account here: never matches
+    ]}, file="f", name="f", accounts=accounts)
+    assert flt.journal == ({"_EXE": frozenset({"/usr/lib/postfix/sbin/smtpd"}), "_UID": frozenset({"107", "89"})},)
+    entry = LogEvent(1.0, "journal", "x 203.0.113.4", {"_EXE": "/usr/lib/postfix/sbin/smtpd", "_UID": "107"}, True)
+    assert flt.match(entry).trusted
+    with pytest.raises(FilterError, match=r"journal\[0\]\._UID: 'post fix' is neither a uid nor an account name"):
+        filter_from_dict({"failregex": ["x <HOST>$"], "journal": [{"_EXE": ["/x"], "_UID": ["post fix"]}]},
+                         file="f", name="f", accounts=accounts)
+
+
+def test_account_uid_reads_this_hosts_accounts() -> None:
+    assert account_uid("root") == 0
+    assert account_uid("no-such-account-jw") is None
