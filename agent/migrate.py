@@ -1,8 +1,8 @@
 """`jailwarden import-fail2ban`: Fail2Ban's jail configuration written as a jailwarden config.
 
-Files are read as Fail2Ban reads them (agent/migrate_ini.py), values converted by
-agent/migrate_values.py and agent/migrate_actions.py. What cannot be converted becomes a
-"# fail2ban:" comment in the output and a warning on stderr. Fail2Ban's actions are shell
+Files are read as Fail2Ban reads them (agent/migrate_ini.py over parsers/fail2ban_ini.py), values
+converted by agent/migrate_values.py and agent/migrate_actions.py. What cannot be converted becomes
+a "# fail2ban:" comment in the output and a warning on stderr. Fail2Ban's actions are shell
 templates: they are listed, never run.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agent.migrate_actions import ban_actions, firewall_backend
-from agent.migrate_ini import InterpolationError, JailFiles, Location, read_jail_files
+from agent.migrate_ini import JailConfig, Location
 from agent.migrate_toml import Document, duration
 from agent.migrate_values import Reference, increment, ignore_entry, references, seconds, split_words
 from parsers.filter import FilterError
@@ -37,7 +37,7 @@ def import_fail2ban(directory: Path, out: TextIO, err: TextIO) -> int:
     if not (directory / "jail.conf").is_file():
         err.write(f"jailwarden: {directory}: no jail.conf here (is this Fail2Ban's configuration directory?)\n")
         return 2
-    converter = _Converter(read_jail_files(directory), err)
+    converter = _Converter(JailConfig(directory), err)
     converter.convert()
     out.write(converter.output.text())
     count, warnings = len(converter.jails), converter.warnings
@@ -49,7 +49,7 @@ def import_fail2ban(directory: Path, out: TextIO, err: TextIO) -> int:
 class _Converter:
     """Builds the output one table at a time; every warning is also a comment in the current table."""
 
-    def __init__(self, config: JailFiles, err: TextIO) -> None:
+    def __init__(self, config: JailConfig, err: TextIO) -> None:
         self.config = config
         self.err = err
         self.output = Document()
@@ -70,8 +70,8 @@ class _Converter:
     def value(self, section: str, key: str) -> str | None:
         try:
             return self.config.get(section, key)
-        except InterpolationError as error:
-            self.warn(self.config.location(section, key), f"{error}; the value is ignored")
+        except FilterError as error:  # a %(name)s reference that cannot be resolved
+            self.warn(self.config.location(section, key), f"{error.reason}; the value is ignored")
             return None
 
     def convert(self) -> None:
@@ -89,7 +89,7 @@ class _Converter:
             self.note(problem)
         self.agent()
         names: set[str] = set()
-        for name in self.config.jail_names():
+        for name in self.config.section_names():
             self.jail(name, names)
 
     def agent(self) -> None:
@@ -144,12 +144,9 @@ class _Converter:
             return
         where = self.config.location(name, "filter")
         spec = _first(self.value(name, "filter") or "", lambda reason: self.warn(where, reason))
-        if spec is None or spec.name == "recidive":
+        if spec is None:
             self.output.table("")
-            reason = "no filter" if spec is None else ("it bans again whom Fail2Ban banned, reading Fail2Ban's own "
-                                                       "log; jailwarden's bantime_increment lengthens repeat "
-                                                       "offenders' bans instead")
-            self.warn(where, f"jail {name} is not converted: {reason}")
+            self.warn(where, f"jail {name} is not converted: no filter")
             return
         toml_name = _NOT_IN_JAIL_NAME.sub("-", name)[:32].lstrip("-_") or "jail"
         while toml_name in names:
@@ -165,7 +162,7 @@ class _Converter:
         self.ignore(name)
         self.ignoreself(name)
         self.actions(name)
-        self.logs(name)
+        self.logs(name, spec.name)
         self.unconverted(name)
 
     def filter(self, spec: Reference, where: Location) -> None:
@@ -266,7 +263,13 @@ class _Converter:
             if not (name and name == self.reported_banaction and key == "banaction"):
                 self.warn(self.config.location(jail, key), reason)
 
-    def logs(self, jail: str) -> None:
+    def logs(self, jail: str, filter_name: str) -> None:
+        if filter_name == "recidive":
+            # Fail2Ban's recidive reads Fail2Ban's own log; jailwarden's filter of that name reads the agent's.
+            self.note("this jail counts jailwarden's own bans by the other jails (the agent's \"jail NAME: ban "
+                      "ADDR ...\" lines in the journal or syslog; dry-run and manual bans are not counted), where "
+                      "Fail2Ban's recidive counted Fail2Ban's")
+            return
         backend = " ".join((self.value(jail, "backend") or "auto").split())
         if backend.startswith("systemd"):
             self.note(f"Fail2Ban read the systemd journal (backend = {backend}); so does jailwarden, choosing "

@@ -1,24 +1,30 @@
-"""Fail2Ban's configuration dialect: the files one filter is read from, merged in Fail2Ban's
-order, and values with their `%(name)s` references resolved.
+"""Fail2Ban's configuration dialect, read as Fail2Ban reads filters and jails: the files of one
+configuration merged in Fail2Ban's order, each value with the file that set it, and values with
+their `%(name)s` references resolved.
 
-A filter NAME in a directory is read from NAME.conf, NAME.d/*.conf, NAME.local and
-NAME.d/*.local, each preceded by the files its `[INCLUDES] before` names and followed by
-those of `after` (relative to the including file; an included X.conf brings X.local along).
-Later files override single keys; the value a key had before being overridden stays
-reachable as `%(known/KEY)s`. Files that do not exist are skipped, as Fail2Ban skips them.
+A configuration NAME is read from NAME.conf, NAME.d/*.conf, NAME.local and NAME.d/*.local, each
+preceded by the files its `[INCLUDES] before` names and followed by those of `after` (relative
+to the including file; an included X.conf brings X.local along). Later files override single
+keys; the value a key had before being overridden stays reachable as `%(known/KEY)s`. Files that
+do not exist are skipped, as Fail2Ban skips them; one that cannot be read raises FilterError, or
+with `strict=False` is skipped and described in `problems`.
 """
 
 from __future__ import annotations
 
 import configparser
+import glob
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from parsers.filter import FilterError
 
 DEFAULT = "DEFAULT"
-_INCLUDES = "INCLUDES"
+INCLUDES = "INCLUDES"
+_KNOWN = "KNOWN/"  # the section holding what a section's keys were before a later file overrode them
 _MAX_DEPTH = 10  # nested %(...)s references, as Python's configparser allows
 _REFERENCE = re.compile(r"%\(([^)]+)\)s")
 # A section whose name carries a condition ("Init?family=inet6") applies to some actions.
@@ -26,103 +32,128 @@ _CONDITIONAL = re.compile(r"^(\w+)(\?.+)$")
 # `section/option` in <tag> lookups.
 SECTION_OPTION = re.compile(r"^([\w\-]+)/([^\s>]+)$")
 
-
-def _option_name(name: str) -> str:
-    # configparser's default: option names are case-insensitive, stored in lower case.
-    return name.lower()
+_Sections = dict[str, dict[str, str]]
 
 
-def filter_files(base: Path) -> list[Path]:
-    """The files Fail2Ban reads for the filter at `base` (a path without its suffix)."""
-    candidates = [base.with_name(base.name + ".conf")]
-    drop_in = base.with_name(base.name + ".d")
-    if drop_in.is_dir():
-        candidates += sorted(drop_in.glob("*.conf"))
-    candidates.append(base.with_name(base.name + ".local"))
-    if drop_in.is_dir():
-        candidates += sorted(drop_in.glob("*.local"))
-    return [path for path in candidates if path.is_file()]
+@dataclass(slots=True, frozen=True)
+class Setting:
+    """A value as written (before interpolation) and the file that set it."""
+
+    value: str
+    file: str
 
 
-def _read_one(path: Path) -> configparser.RawConfigParser:
-    # The default section gets a name no file uses, so [DEFAULT] is read as a section of its
-    # own and each section's options are only its own.
+def config_files(base: Path) -> list[Path]:
+    """The files Fail2Ban reads for the configuration at `base` (a path without its suffix, as
+    filter.d/sshd or jail), in its order; those that do not exist are left out."""
+    drop_in = glob.escape(str(base.with_name(base.name + ".d")))
+    candidates = [base.with_name(base.name + ".conf"), *map(Path, sorted(glob.glob(drop_in + "/*.conf"))),
+                  base.with_name(base.name + ".local"), *map(Path, sorted(glob.glob(drop_in + "/*.local")))]
+    return [path for path in candidates if path.exists()]
+
+
+def _parse(path: Path) -> _Sections:
+    """`path`'s sections, [DEFAULT] among them, each with only the options it sets itself.
+    Raises OSError, UnicodeDecodeError or configparser.Error."""
+    # The default section gets a name no file uses, so [DEFAULT] is read as a section of its own.
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",), default_section="\x00",
                                           interpolation=None, strict=True)
-    try:
-        with path.open(encoding="utf-8") as stream:
-            parser.read_file(stream, str(path))
-    except OSError as error:
-        raise FilterError(str(path), "", f"cannot read: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise FilterError(str(path), "", f"not UTF-8 text (bad byte at offset {error.start})") from None
-    except configparser.Error as error:
-        reason = " ".join(str(error).replace(repr(str(path)), "").split())
-        raise FilterError(str(path), "", f"invalid syntax: {reason}") from None
-    return parser
+    with path.open(encoding="utf-8") as stream:
+        parser.read_file(stream, str(path))
+    return {name: dict(parser.items(name)) for name in parser.sections()}
 
 
-@dataclass(slots=True)
-class _File:
-    path: Path
-    sections: dict[str, dict[str, str]]
+def _unreadable(error: Exception) -> str:
+    if isinstance(error, OSError):
+        return f"cannot read the file ({error.strerror})"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (bad byte at offset {error.start})"
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno}: a value before the first [section]: {error.line.strip()!r}"
+    if isinstance(error, configparser.ParsingError):
+        return "; ".join(f"line {line}: not `key = value`, a [section] or a comment: {text.strip()!r}"
+                         for line, text in error.errors)
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"line {error.lineno}: section [{error.section}] appears twice in this file"
+    if isinstance(error, configparser.DuplicateOptionError):
+        return f"line {error.lineno}: [{error.section}] {error.option} is set twice in this section"
+    return str(error).replace("\n", " ")
 
 
 class Fail2BanConfig:
-    """The merged sections of a filter's files and the `%(...)s` interpolation over them."""
+    """The merged sections of a configuration's files and the `%(...)s` interpolation over them.
 
-    def __init__(self, files: list[Path]) -> None:
-        self.files: list[Path] = []
-        self.defaults: dict[str, str] = {}
-        self.sections: dict[str, dict[str, str]] = {}
-        self.origins: dict[tuple[str, str], str] = {}  # (section, option) -> the file that set it
+    `sections` holds each section's own settings ([DEFAULT]'s are in `defaults`) and, as Fail2Ban
+    keeps them, "KNOWN/NAME" sections with the settings of NAME that a later file overrode."""
+
+    def __init__(self, files: Iterable[Path], *, strict: bool = True) -> None:
+        self.strict = strict
+        self.files: list[Path] = []  # in the order first read, includes in place
+        self.problems: list[str] = []  # files skipped (strict=False) and includes that do not exist
+        self.defaults: dict[str, Setting] = {}
+        self.sections: dict[str, dict[str, Setting]] = {}
+        self._parsed: dict[Path, _Sections | None] = {}
         for path in files:
-            for included in self._with_includes(path, []):
-                self._merge(included)
+            for included, sections in self._with_includes(path, ()):
+                self._merge(included, sections)
 
-    def _with_includes(self, path: Path, chain: list[Path]) -> list[_File]:
+    def _read(self, path: Path) -> _Sections | None:
+        """`path` parsed, once; None if it cannot be read (strict=False)."""
+        if path not in self._parsed:
+            try:
+                self._parsed[path] = _parse(path)
+            except (OSError, UnicodeDecodeError, configparser.Error) as error:
+                reason = _unreadable(error)
+                if self.strict:
+                    syntax = isinstance(error, configparser.Error)
+                    raise FilterError(str(path), "", f"invalid syntax: {reason}" if syntax else reason) from None
+                self.problems.append(f"{path}: {reason}; {'it' if isinstance(error, OSError) else 'the file'} "
+                                     "is skipped")
+                self._parsed[path] = None
+        return self._parsed[path]
+
+    def _with_includes(self, path: Path, chain: tuple[Path, ...]) -> list[tuple[Path, _Sections]]:
         """`path` parsed, with what it includes before and after it, depth first."""
-        if not path.is_file():
+        own = self._read(path) if path.exists() else None
+        if own is None:
             return []
-        parser = _read_one(path)
-        own = _File(path, {name: dict(parser.items(name)) for name in parser.sections()})
-        before: list[_File] = []
-        after: list[_File] = []
-        includes = own.sections.get(_INCLUDES, {})
-        for option, target in (("before", before), ("after", after)):
-            for entry in includes.get(option, "").split("\n"):
+        before: list[tuple[Path, _Sections]] = []
+        after: list[tuple[Path, _Sections]] = []
+        for option, found in (("before", before), ("after", after)):
+            for entry in own.get(INCLUDES, {}).get(option, "").split("\n"):
                 entry = entry.strip()
                 if not entry:
                     continue
-                resource = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+                resource = path.parent / entry  # an absolute entry stays as it is
                 if resource in chain or resource == path:  # an include loop
                     continue
-                local = resource.with_suffix(".local")
+                if not resource.exists() and not resource.name.endswith(".local"):
+                    # Fail2Ban skips it silently; a missing .local is the usual case.
+                    self.problems.append(f"{path}: [{INCLUDES}] {option}: {resource} does not exist")
+                local = Path(os.path.splitext(resource)[0] + ".local")
                 for candidate in [resource] + ([local] if local != resource else []):
-                    target.extend(self._with_includes(candidate, chain + [path]))
-        return before + [own] + after
+                    found += self._with_includes(candidate, chain + (path,))
+        return before + [(path, own)] + after
 
-    def _merge(self, parsed: _File) -> None:
-        if parsed.path not in self.files:
-            self.files.append(parsed.path)
-        file = str(parsed.path)
-        for name, options in parsed.sections.items():
-            if _CONDITIONAL.match(name):
-                raise FilterError(file, f"[{name}]", "conditional sections (NAME?option=value) are not supported "
-                                                     "in filters (Fail2Ban uses them for actions)")
+    def _merge(self, path: Path, sections: _Sections) -> None:
+        if path not in self.files:
+            self.files.append(path)
+        for name, options in sections.items():
+            settings = {key: Setting(value, str(path)) for key, value in options.items()}
             if name == DEFAULT:
-                self.defaults.update(options)
+                self.defaults.update(settings)
+                continue
+            existing = self.sections.get(name)
+            if existing is None:
+                self.sections[name] = settings
             else:
-                existing = self.sections.get(name)
-                if existing is None:
-                    self.sections[name] = dict(options)
-                else:
-                    # What is overridden stays reachable as %(known/option)s.
-                    known = self.sections.setdefault(f"KNOWN/{name}", {})
-                    known.update({key: existing[key] for key in options if key in existing})
-                    existing.update(options)
-            for key in options:
-                self.origins[(name, key)] = file
+                known = self.sections.setdefault(_KNOWN + name, {})
+                known.update({key: existing[key] for key in settings if key in existing})
+                existing.update(settings)
+
+    def section_names(self) -> list[str]:
+        """The sections the files define, in the order first read ([DEFAULT] and [INCLUDES] aside)."""
+        return [name for name in self.sections if name != INCLUDES and not name.startswith(_KNOWN)]
 
     def has_section(self, section: str) -> bool:
         return section == DEFAULT or section in self.sections
@@ -131,29 +162,33 @@ class Fail2BanConfig:
         """The options a section sets itself (not those of [DEFAULT])."""
         return list(self.defaults if section == DEFAULT else self.sections.get(section, {}))
 
+    def setting(self, section: str, option: str) -> Setting | None:
+        """The setting `section` sees for `option`: its own, else [DEFAULT]'s; None if unset."""
+        option = option.lower()  # configparser's default: option names are case-insensitive
+        if section != DEFAULT:
+            own = self.sections.get(section, {}).get(option)
+            if own is not None:
+                return own
+        return self.defaults.get(option)
+
     def origin(self, section: str, option: str) -> str:
         """The file that set the option (for errors), else the first file read."""
-        key = (section, _option_name(option))
-        if key in self.origins:
-            return self.origins[key]
-        if (DEFAULT, key[1]) in self.origins:
-            return self.origins[(DEFAULT, key[1])]
+        found = self.setting(section, option)
+        if found is not None:
+            return found.file
         return str(self.files[0]) if self.files else ""
 
     def raw(self, section: str, option: str, overrides: dict[str, str] | None = None) -> str | None:
         """The uninterpolated value: an override, the section's own or [DEFAULT]'s; None if unset."""
-        option = _option_name(option)
-        if overrides and option in overrides:
-            return overrides[option]
-        if section != DEFAULT:
-            own = self.sections.get(section, {})
-            if option in own:
-                return own[option]
-        return self.defaults.get(option)
+        if overrides and option.lower() in overrides:
+            return overrides[option.lower()]
+        found = self.setting(section, option)
+        return None if found is None else found.value
 
     def get(self, section: str, option: str, overrides: dict[str, str] | None = None) -> str | None:
         """The interpolated value of an option (None if it is not set); `overrides` (lower-case
-        names) take precedence over the files, like the options a jail passes to its filter."""
+        names) take precedence over the files, like the options a jail passes to its filter.
+        A reference that cannot be resolved raises FilterError."""
         if section != DEFAULT and section not in self.sections:
             return None
         value = self.raw(section, option, overrides)
@@ -161,8 +196,9 @@ class Fail2BanConfig:
             return None
         return self.interpolate(section, option, value, overrides or {})
 
-    def interpolate(self, section: str, option: str, value: str, overrides: dict[str, str], depth: int = 0) -> str:
-        """`value` with `%%` and `%(name)s` resolved in the context of `section`."""
+    def interpolate(self, section: str, option: str, value: str, overrides: dict[str, str], depth: int = 1) -> str:
+        """`value` with `%%` and `%(name)s` resolved in the context of `section`, so that a
+        [DEFAULT] template picks up the section's own values."""
         if "%" not in value:
             return value
         if depth > _MAX_DEPTH:
@@ -193,7 +229,7 @@ class Fail2BanConfig:
         return "".join(out)
 
     def _reference(self, section: str, name: str, overrides: dict[str, str]) -> str | None:
-        if name == "__name__":
+        if name.lower() == "__name__":
             return section
         direct = self.raw(section, name, overrides)
         if direct is not None or "/" not in name:
@@ -202,17 +238,18 @@ class Fail2BanConfig:
         # %(known/option)s: the value this section's option had before a later file overrode it;
         # both fall back to [DEFAULT].
         other, _, option = name.partition("/")
-        option = _option_name(option)
+        option = option.lower()
         lower = other.lower()
         if lower == "known":
-            value = self.sections.get(f"KNOWN/{section}", {}).get(option)
+            found = self.sections.get(_KNOWN + section, {}).get(option)
         elif lower == "default":
-            value = None
+            found = None
         elif other in self.sections:
-            value = self.sections[other].get(option)
+            found = self.sections[other].get(option)
         else:
             return None
-        return value if value is not None else self.defaults.get(option)
+        found = found if found is not None else self.defaults.get(option)
+        return None if found is None else found.value
 
     def get_qualified(self, section: str, name: str, overrides: dict[str, str]) -> str | None:
         """A value for a `<tag>` lookup: `sec/opt` reads another section (`known/opt` the value
@@ -222,7 +259,7 @@ class Fail2BanConfig:
             other, option = qualified.groups()
             lower = other.lower()
             if lower == "known":
-                candidates = [f"KNOWN/{section}", section]
+                candidates = [_KNOWN + section, section]
             else:
                 candidates = [DEFAULT if lower == "default" else other]
             for candidate in candidates:
@@ -234,8 +271,14 @@ class Fail2BanConfig:
 
 def read_filter_config(base: Path) -> Fail2BanConfig:
     """The merged configuration of the filter at `base` (its path without .conf/.local)."""
-    files = filter_files(base)
+    files = config_files(base)
     if not files:
         raise FilterError(str(base.with_name(base.name + ".conf")), "", "no such Fail2Ban filter "
                           f"(looked for {base.name}.conf and {base.name}.local in {base.parent})")
-    return Fail2BanConfig(files)
+    config = Fail2BanConfig(files)
+    for name, options in config.sections.items():
+        if _CONDITIONAL.match(name):
+            raise FilterError(config.origin(name, next(iter(options), "")), f"[{name}]",
+                              "conditional sections (NAME?option=value) are not supported in filters (Fail2Ban "
+                              "uses them for actions)")
+    return config

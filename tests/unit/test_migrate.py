@@ -61,6 +61,12 @@ logpath = %(web_log)s
 [legacy-ftp]
 port = ftp,ftp-data
 logpath = /var/log/ftp.log
+
+[recidive]
+logpath = /var/log/fail2ban.log
+banaction = %(banaction_allports)s
+bantime = 1w
+findtime = 1d
 """
 
 PATHS = """
@@ -180,7 +186,8 @@ def test_interpolation_with_includes_known_default_and_name(tmp_path, capsys) ->
 def test_an_undefined_reference_is_reported_with_file_section_and_key(tmp_path, capsys) -> None:
     result = convert(tmp_path, capsys, {"jail.local": "[sshd]\nenabled = true\nlogpath = %(nowhere_log)s\n"})
     assert result.code == 1
-    assert f"{tmp_path}/fail2ban/jail.local: [sshd] logpath: %(nowhere_log)s is not defined" in result.err
+    assert (f"{tmp_path}/fail2ban/jail.local: [sshd] logpath: refers to %(nowhere_log)s, which no file read defines"
+            in result.err)
     assert list(result.jails) == ["sshd"]
 
 
@@ -396,6 +403,21 @@ def test_filters_map_to_shipped_ones_by_name_else_to_fail2ban_filters(tmp_path, 
     assert "[ssh-too] filter: mode 'paranoid'" in result.err
     assert "Fail2Ban has no filter" in comments(result.text, "legacy-ftp")
     assert result.code == 1
+
+
+@pytest.mark.parametrize("backend", ["auto", "systemd"])
+def test_recidive_becomes_a_jail_counting_jailwardens_own_bans(tmp_path, capsys, backend) -> None:
+    result = convert(tmp_path, capsys, {"jail.local": f"[DEFAULT]\nbackend = {backend}\n"
+                                                      "[sshd]\nenabled = true\n[recidive]\nenabled = true\n"})
+    assert result.code == 0, result.err
+    assert list(result.jails) == ["sshd", "recidive"]
+    assert result.jails["recidive"]["filter"] == "recidive", "jailwarden's shipped filter of that name"
+    recidive = result.config.jails["recidive"]
+    assert (recidive.maxretry, recidive.findtime, recidive.bantime) == (5, 86400, 7 * 86400)
+    assert "ports" not in result.jails["recidive"], "banaction_allports: every port"
+    table = comments(result.text, "recidive")
+    assert "this jail counts jailwarden's own bans by the other jails" in table
+    assert "fail2ban.log" not in result.text and "journal (backend" not in table
 
 
 def test_journal_and_log_files_are_noted(tmp_path, capsys) -> None:
