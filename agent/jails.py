@@ -54,7 +54,10 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
         counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
                        require_trusted=jail.require_trusted)
         setups.append(JailSetup(name, flt, counter, jail.policy, fingerprints[key]))
-        if jail.require_trusted and not flt.journal and config.sources.journal.enabled:
+        if not flt.journal_routes and config.sources.journal.enabled:
+            problems.append(f"jail {name}: filter {flt.name!r} names journal identities whose accounts do not exist "
+                            f"on this host (is the service installed?): no journal entry is read for it")
+        elif jail.require_trusted and not flt.journal and config.sources.journal.enabled:
             problems.append(f"jail {name}: filter {flt.name!r} names no journal fields, so journal entries are "
                             f"known only by SYSLOG_IDENTIFIER, which any local user can write; with "
                             f"require_trusted = true none of them count (syslog from allowed senders still does)")

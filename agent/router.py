@@ -30,8 +30,7 @@ class Router:
             for tag in flt.syslog:
                 self._tags.setdefault(tag, []).append(flt)
             # A filter without journal fields identifies journal entries by their tag.
-            groups = flt.journal or ({"SYSLOG_IDENTIFIER": flt.syslog},)
-            for group in groups:
+            for group in flt.journal_routes:
                 field = _index_field(group)
                 by_value = self._journal.setdefault(field, {})
                 for value in group[field]:
@@ -59,7 +58,7 @@ class Router:
         groups are alternatives. Journald then skips entries no filter wants."""
         groups: list[dict[str, list[str]]] = []
         for flt in self.filters:
-            for group in flt.journal or ({"SYSLOG_IDENTIFIER": flt.syslog},):
+            for group in flt.journal_routes:
                 match = {field: sorted(values) for field, values in sorted(group.items())}
                 if match not in groups:
                     groups.append(match)

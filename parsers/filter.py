@@ -259,7 +259,8 @@ class Filter:
     def __init__(self, name: str, *, description: str = "", mode: str = "normal",
                  journal: tuple[JournalMatch, ...] | JournalMatch = (),
                  syslog: frozenset[str] = frozenset(),
-                 failregex: list[str | Regex], ignoreregex: list[str] = (), file: str = "<filter>") -> None:
+                 failregex: list[str | Regex], ignoreregex: list[str] = (), file: str = "<filter>",
+                 journal_declared: bool = False) -> None:
         self.name = name
         self.description = description
         self.mode = mode
@@ -270,6 +271,10 @@ class Filter:
             {key: frozenset(values) for key, values in group.items()} for group in groups if group)
         self._journal_trust = tuple(is_trusted_match(group) for group in self.journal)
         self.syslog = frozenset(syslog)
+        # Journal entries are known by their syslog tag only in a filter that declares no journal
+        # identity; one whose groups all named accounts absent from this host matches none.
+        self.journal_routes: tuple[dict[str, frozenset[str]], ...] = self.journal or (
+            () if journal_declared or not self.syslog else ({"SYSLOG_IDENTIFIER": self.syslog},))
         self._fail = _RegexList(file, "failregex", list(failregex), need_host=True)
         self._ignore = _RegexList(file, "ignoreregex", list(ignoreregex), need_host=False)
         # Failures without captures by address text, one table per `counts`: the same few
@@ -301,10 +306,10 @@ class Filter:
         forge (journal fields journald takes from the kernel; a syslog sender the source
         trusts). False: only on what the writer claims (a syslog tag in the journal).
         Journal entries are matched against the filter's `journal` alternatives; a filter
-        without any falls back to its syslog tags, which any local user can write.
+        that declares none falls back to its syslog tags, which any local user can write.
         """
         fields = event.fields
-        if event.source == "journal" and self.journal:
+        if event.source == "journal" and (self.journal or not self.journal_routes):
             matched = None
             for group, trusted in zip(self.journal, self._journal_trust, strict=True):
                 for key, values in group.items():

@@ -159,7 +159,8 @@ def filter_from_dict(data: Mapping[str, object], *, file: str, name: str,
     if not isinstance(description, str):
         raise FilterError(file, "description", "expected a string")
     return Filter(name, description=description, mode=mode, journal=journal, syslog=syslog,
-                  failregex=failregex, ignoreregex=ignoreregex, file=file)
+                  failregex=failregex, ignoreregex=ignoreregex, file=file,
+                  journal_declared=bool(data.get("journal")))
 
 
 def modes_of(path: str | Path) -> list[str]:

@@ -324,3 +324,13 @@ def test_an_account_named_in_uid_stands_for_its_uid_on_this_host() -> None:
 def test_account_uid_reads_this_hosts_accounts() -> None:
     assert account_uid("root") == 0
     assert account_uid("no-such-account-jw") is None
+
+
+def test_a_journal_identity_whose_accounts_are_all_absent_matches_no_journal_entry() -> None:
+    flt = filter_from_dict({"failregex": ["x <HOST>$"], "syslog": ["grafana"],
+                            "journal": {"_EXE": ["/usr/sbin/grafana"], "_UID": ["grafana"]}},
+                           file="f", name="f", accounts=lambda name: None)
+    forged = LogEvent(1.0, "journal", "x 203.0.113.4", {"SYSLOG_IDENTIFIER": "grafana", "_UID": "1000"}, True)
+    assert flt.journal == () and flt.journal_routes == () and flt.match(forged) is None
+    forwarded = LogEvent(1.0, "syslog", "x 203.0.113.4", {"SYSLOG_IDENTIFIER": "grafana"}, True)
+    assert flt.match(forwarded) is not None  # syslog from an allowed sender still counts
