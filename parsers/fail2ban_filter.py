@@ -57,6 +57,8 @@ class Fail2BanFilter(Filter):
     """A Fail2Ban filter, usable wherever a `Filter` is: `match(event)` for journal and syslog
     entries, `examine_line(line, now)` for the lines of a log file (date cut out first)."""
 
+    linear = False  # Fail2Ban's own regexes: some backtrack for long on long lines
+
     def __init__(self, name: str, *, file: str, files: list[Path], mode: str, parameters: Mapping[str, str],
                  journal: tuple, syslog: frozenset[str], matcher: LineMatcher, dates: DateDetector,
                  journal_matcher: LineMatcher | None = None, notes: tuple[str, ...] = ()) -> None:

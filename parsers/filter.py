@@ -256,6 +256,11 @@ class _RegexList:
 class Filter:
     """One filter compiled for one mode."""
 
+    # Do its regexes take time linear in the message, whoever wrote it? Ours are written and
+    # checked to; a Fail2Ban filter's may not (some take a minute on a 64 KiB line), and then an
+    # entry that counts in none of its jails is not worth examining.
+    linear = True
+
     def __init__(self, name: str, *, description: str = "", mode: str = "normal",
                  journal: tuple[JournalMatch, ...] | JournalMatch = (),
                  syslog: frozenset[str] = frozenset(),

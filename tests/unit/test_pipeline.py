@@ -8,7 +8,7 @@ from agent.events import LogEvent
 from agent.jail import Jail
 from agent.pipeline import JailSetup, Pipeline
 from agent.router import Router
-from parsers.filterfile import filter_from_dict
+from parsers.filterfile import filter_from_dict, load_reference
 
 SSHD_EXE = "/usr/sbin/sshd"
 ATTACKER = ipaddress.ip_address("203.0.113.9")
@@ -115,3 +115,21 @@ def test_reaching_maxretry_again_while_banned_extends_the_ban_rather_than_making
     pipe.jails["app"].policy = BanPolicy(60)
     held = [o.kind for t in (1502.0, 1503.0) for o in pipe.handle(syslog(time=t), t)]
     assert held == ["counted", "held"]
+
+
+def test_an_untrusted_entry_is_not_run_through_a_fail2ban_filter_whose_jails_count_only_trusted_ones(tmp_path):
+    conf = tmp_path / "app.conf"
+    conf.write_text("[Definition]\nfailregex = x(?:a|a)*y from <HOST>$\n"
+                    "journalmatch = _COMM=app\n            _SYSTEMD_UNIT=app.service _UID=0\n")
+    flt = load_reference(str(conf))
+    strict = Pipeline([JailSetup("app", flt, Jail("app", maxretry=1, findtime=600, require_trusted=True),
+                                 BanPolicy(3600))], BanBook())
+    forged = journal("x" + "a" * 40, _COMM="app", _UID="1000")  # exponential for that regex, if it ran
+    flt.match = None  # examining it at all would fail here
+    assert strict.handle(forged, 1000.0) == ()
+    del flt.match
+    trusted = journal("xy from 203.0.113.9", _COMM="app", _SYSTEMD_UNIT="app.service", _UID="0")
+    assert [o.kind for o in strict.handle(trusted, 1000.0)] == ["banned"]
+    lenient = Pipeline([JailSetup("app", flt, Jail("app", maxretry=1, findtime=600, require_trusted=False),
+                                  BanPolicy(3600))], BanBook())
+    assert [o.kind for o in lenient.handle(journal("xy from 203.0.113.9", _COMM="app"), 1000.0)] == ["banned"]
