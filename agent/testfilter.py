@@ -9,9 +9,12 @@ tags cannot be from its program and is not parsed at all, and the rest are match
 `parsers.fileline`. The verdicts are the same as `agent.lines.event_from_line` followed by
 `Filter.match` (tests hold them to that).
 
-A Fail2Ban filter (`parsers.fail2ban`) reads every line whole, as Fail2Ban reads a log file:
-the date is found and cut out and the regexes search the rest; entries (JSON, RFC 5424)
-are matched as the line Fail2Ban's journal reader would build from them.
+A Fail2Ban filter (`parsers.fail2ban`, `Filter.whole_lines`) reads every line whole, as
+Fail2Ban reads a log file: the date is found and cut out and the regexes search the rest;
+entries (JSON, RFC 5424) are matched as the line Fail2Ban's journal reader would build from
+them, and a line that starts like one but is none (murmur's "<W>2019-...", an XML log) is
+read as a plain line. When the filter names its program, a classic syslog line that names
+none of its syslog tags is "other", as the daemon would never route it there.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from agent.lines import LineError, event_from_line
-from parsers.filter import Filter, Verdict, captured_address
-from parsers.fileline import OTHER, FileLineMatcher
+from parsers.filter import OTHER, Filter, Verdict, captured_address
+from parsers.fileline import FileLineMatcher
+from parsers.syslog import SyslogError, file_line_tag_and_message
 
 # report(lineno, line, verdict): "error" verdicts carry the reason as their detail.
 Reporter = Callable[[int, str, Verdict], None]
@@ -42,6 +46,7 @@ class Summary:
     ignored: int = 0
     missed: int = 0
     addresses: Counter = field(default_factory=Counter)
+    too_long: int = 0  # lines too long for the filter's regexes to search (counted as missed too)
 
     def add(self, other: Summary) -> None:
         """Add another part of the same log's counts to these."""
@@ -79,20 +84,23 @@ class FilterTester:
         self.report = report
         self.progress = progress
         self.summary = Summary()
-        self._classic = FileLineMatcher(filter).verdict
         probes = _probes(filter.syslog)
-        # With one probe, a line without it that starts like a classic line is "other" at
-        # once, and a classic line with it goes straight to the matcher. With several (or
-        # none: a journal-only filter) the quick probe is "", which is in every line, and
-        # every line goes through judge().
-        self._has_probe = re.compile("|".join(map(re.escape, probes))).search if probes else _never
-        self._quick_probe = probes[0] if len(probes) == 1 else ""
-        whole_line = getattr(filter, "examine_line", None)
-        if whole_line is not None:
-            # Every line is the filter's to judge: its regexes recognise the program themselves.
-            self._classic = lambda line, captures=True: whole_line(line, now, captures)
+        tags = re.compile("|".join(map(re.escape, probes))).search if probes else _never
+        if filter.whole_lines:
+            # Every line is the filter's to judge: its regexes recognise the program themselves
+            # (but a syslog line naming none of its tags is another program's).
+            self._tags = tags if probes else None
+            self._classic = self._whole_line
             self._has_probe = _always
             self._quick_probe = ""
+        else:
+            self._classic = FileLineMatcher(filter).verdict
+            # With one probe, a line without it that starts like a classic line is "other" at
+            # once, and a classic line with it goes straight to the matcher. With several (or
+            # none: a journal-only filter) the quick probe is "", which is in every line, and
+            # every line goes through judge().
+            self._has_probe = tags
+            self._quick_probe = probes[0] if len(probes) == 1 else ""
 
     def judge(self, line: str, captures: bool = True) -> Verdict:
         """The verdict on one line, whatever its format."""
@@ -111,6 +119,7 @@ class FilterTester:
     def run(self, lines: Iterable[str], first_lineno: int = 1) -> Summary:
         """Read `lines` (numbered from `first_lineno`; a text file or any iterable of lines)
         and add their verdicts to the summary."""
+        too_long_before = self.filter.lines_too_long
         counts = self._counts = Counter()  # every verdict but "fail" and the quick path's "other"
         texts = self._texts = Counter()  # matched lines by (address text, counts)
         self._repeats = Counter()  # counted failures beyond one per line, by address text
@@ -130,6 +139,7 @@ class FilterTester:
         s.errors += counts["error"]
         s.ignored += counts["ignored"]
         s.missed += counts["miss"]
+        s.too_long += self.filter.lines_too_long - too_long_before
         s.other += total - sum(counts.values()) - sum(texts.values()) + counts["other"]
         for (text, counted), count in texts.items():
             address = captured_address(text)
@@ -167,19 +177,25 @@ class FilterTester:
         else:
             self._counts[result.kind] += 1
 
+    def _whole_line(self, line: str, captures: bool = True) -> Verdict:
+        if self._tags is not None and self._tags(line) is None \
+                and not isinstance(file_line_tag_and_message(line), SyslogError):
+            return OTHER
+        return self.filter.examine_line(line, self.now, captures)
+
     def _general(self, line: str, captures: bool) -> Verdict:
+        flt = self.filter
         event = event_from_line(line, self.now)
         if isinstance(event, LineError):
-            return Verdict("error", detail=event.reason)
-        examine_event = getattr(self.filter, "examine_event", None)
-        if examine_event is not None:
+            # A plain line that only starts like an entry is still a line to a filter that reads them whole.
+            return self._classic(line, captures) if flt.whole_lines else Verdict("error", detail=event.reason)
+        trusted = flt.identify(event)
+        if trusted is None:
             # A Fail2Ban filter without any identity (a web server's log filter) takes every entry.
-            if (self.filter.journal or self.filter.syslog) and not self.filter.applies_to(event):
+            if not flt.whole_lines or flt.journal or flt.syslog:
                 return OTHER
-            return examine_event(event, captures)
-        if not self.filter.applies_to(event):
-            return OTHER
-        return self.filter.examine(event.message, captures)
+            trusted = False
+        return flt.examine_event(event, captures, trusted)
 
 
 def _never(line: str) -> None:

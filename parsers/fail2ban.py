@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from parsers import fail2ban_regex as f2b_regex
+from parsers.accounts import AccountLookup
 from parsers.dates import DateDetector, DateError
 from parsers.fail2ban_filter import Fail2BanFilter, journal_line
 from parsers.fail2ban_identity import daemon_tags, journal_groups
@@ -32,9 +33,12 @@ __all__ = ["DEFAULT_DIR", "Fail2BanFilter", "is_fail2ban_reference", "journal_li
 _MATCHING_KEYS = ("usedns", "prefregex", "failregex", "ignoreregex", "maxlines")
 # A regex line that is only a reference no value replaced: an undefined name (often a mode's).
 _REFERENCE_ONLY = re.compile(r"^<([^<> ]+)>$")
+# Lines a multi-line filter may buffer per program: every line is searched again with each new
+# one, and kept (Fail2Ban's own filters use at most 10).
+MAX_MAXLINES = 100
 
 
-def _integer(options: FilterOptions, key: str, default: int) -> int:
+def _integer(options: FilterOptions, key: str, default: int, maximum: int | None = None) -> int:
     value = options.get(key)
     if value is None or not value.strip():
         return default
@@ -44,6 +48,8 @@ def _integer(options: FilterOptions, key: str, default: int) -> int:
         raise FilterError(options.origin(key), key, f"expected a whole number, got {value!r}") from None
     if number < 1:
         raise FilterError(options.origin(key), key, f"must be at least 1, got {number}")
+    if maximum is not None and number > maximum:
+        raise FilterError(options.origin(key), key, f"must be at most {maximum}, got {number}")
     return number
 
 
@@ -71,7 +77,7 @@ def _matcher(options: FilterOptions, file: str) -> tuple[LineMatcher, list[str]]
     if usedns not in f2b_regex.USEDNS:
         raise FilterError(options.origin("usedns"), "usedns", f"expected one of {', '.join(f2b_regex.USEDNS)}, "
                                                               f"got {usedns!r}")
-    maxlines = _integer(options, "maxlines", 1)
+    maxlines = _integer(options, "maxlines", 1, MAX_MAXLINES)
     prefregex = _regexes(options, "prefregex", usedns, False)
     failregex = _regexes(options, "failregex", usedns, maxlines > 1)
     ignoreregex = _regexes(options, "ignoreregex", usedns, False)
@@ -97,11 +103,13 @@ def _matcher(options: FilterOptions, file: str) -> tuple[LineMatcher, list[str]]
 
 
 def load_fail2ban_filter(reference: str, directory: Path = DEFAULT_DIR, mode: str | None = None,
-                         require_identity: bool = True, parameters: Mapping[str, str] | None = None) -> Fail2BanFilter:
+                         require_identity: bool = True, parameters: Mapping[str, str] | None = None,
+                         accounts: AccountLookup | None = None) -> Fail2BanFilter:
     """Read and compile a Fail2Ban filter: "fail2ban:NAME[key=value...]" (in
     `directory`/filter.d) or a path to its .conf/.local. `mode` is the jail's; `parameters`
     add to those in brackets. A filter that names no program (no journalmatch, no literal
-    _daemon) is an error when `require_identity`."""
+    _daemon) is an error when `require_identity`. `accounts` gives the uid of an account
+    named in journalmatch's `_UID`."""
     name, given = parse_reference(reference)
     parameters = {**given, **(parameters or {})}
     if mode is not None:
@@ -109,7 +117,7 @@ def load_fail2ban_filter(reference: str, directory: Path = DEFAULT_DIR, mode: st
             raise FilterError(reference, "mode", f"the jail's mode {mode!r} contradicts the filter's "
                                                  f"parameter mode={parameters['mode']!r}")
         parameters["mode"] = mode
-    base = filter_base(name, directory)
+    base = filter_base(reference, directory)
     config = read_filter_config(base)
     own = [path for path in config.files if path.parent == base.parent and path.stem == base.name]
     file = str(own[0] if own else config.files[-1])
@@ -126,18 +134,20 @@ def load_fail2ban_filter(reference: str, directory: Path = DEFAULT_DIR, mode: st
         dates = DateDetector(options.get("datepattern"))
     except DateError as error:
         raise FilterError(options.origin("datepattern"), "datepattern", str(error)) from None
-    journal = journal_groups(options.get("journalmatch") or "", options.origin("journalmatch"))
+    journalmatch = options.get("journalmatch") or ""
+    journal = journal_groups(journalmatch, options.origin("journalmatch"), accounts)
     daemon = (options.get("_daemon") or "").strip()
     syslog = daemon_tags(daemon) if daemon else None
     short = base.name
-    if not journal and not syslog and require_identity:
+    if not journalmatch.strip() and not syslog and require_identity:
         raise FilterError(file, "", _no_identity(short, daemon))
-    if syslog is None and journal:
+    if syslog is None and journalmatch.strip():
         notes.insert(0, f"syslog messages are not routed to this filter: its _daemon '{daemon}' is a pattern, not "
                         f"a program name (name the program's syslog tags: fail2ban:{short}[_daemon=TAG] or "
                         f"[_daemon=\"(?:TAG1|TAG2)\"])")
     return Fail2BanFilter(short, file=file, files=list(config.files), mode=options.get("mode") or "normal",
-                          parameters=parameters, journal=journal, syslog=frozenset(syslog or ()),
+                          parameters=parameters, journal=journal, journal_declared=bool(journalmatch.strip()),
+                          syslog=frozenset(syslog or ()),
                           matcher=matcher, journal_matcher=journal_matcher, dates=dates, notes=tuple(notes))
 
 

@@ -5,6 +5,13 @@ fields, `HOSTNAME IDENTIFIER[PID]: MESSAGE`; a line of a log file has its date f
 out first (`parsers.dates`); either then goes through Fail2Ban's matching
 (`parsers.fail2ban_match`). Host names are never resolved: a failure naming a host rather
 than an address is reported as unusable and counts nowhere.
+
+A line longer than `MAX_LINE` characters is not searched at all (a "miss" saying so, counted
+in `lines_too_long`): some of Fail2Ban's regexes take time that grows with the cube of the
+length (minutes on a 64 KiB line anyone can write to the journal), and no real log line is
+that long. It is not cut short either: a cut line ends where the writer chose, so a regex
+anchored at the end would take an address written just before the cut for the one the
+service wrote after it.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from pathlib import Path
 
 from parsers.dates import DateDetector
 from parsers.fail2ban_match import LineMatcher, Outcome
-from parsers.filter import IGNORED, MISS, Event, Failure, Filter, Verdict, normalise
+from parsers.filter import ADDRESS_CACHE_MAX, IGNORED, MISS, Event, Failure, Filter, Verdict, normalise
 
+# The longest line Fail2Ban's regexes search (8 KiB is more than any service writes).
+MAX_LINE = 8192
+_TOO_LONG = f"longer than {MAX_LINE:,} characters: not searched"
 _FULL_PREFIX = {4: 32, 6: 128}
-# Address texts already judged: the same attackers fail again and again.
-_ADDRESS_CACHE_MAX = 8192
+# Address texts longer than this (a host name, an <F-ID>) are judged anew rather than kept.
+_JUDGED_TEXT_MAX = 64
 
 
 def journal_line(fields: Mapping[str, str], message: str) -> str:
@@ -48,9 +58,11 @@ def journal_line(fields: Mapping[str, str], message: str) -> str:
     return " ".join(parts).replace("\n", "\\n")
 
 
-def _program(fields: Mapping[str, str]) -> Hashable:
-    # Multi-line state is kept per writing program (host and identifier), see fail2ban_match.
-    return (fields.get("_HOSTNAME"), fields.get("SYSLOG_IDENTIFIER") or fields.get("_COMM"))
+def _program(fields: Mapping[str, str], trusted: bool) -> Hashable:
+    # Multi-line state is kept per writing program (host and identifier), see fail2ban_match,
+    # and apart for entries whose identity can be forged: a local user who writes as
+    # "sshd[PID]" must never change what sshd's own lines of that pid left.
+    return (trusted, fields.get("_HOSTNAME"), fields.get("SYSLOG_IDENTIFIER") or fields.get("_COMM"))
 
 
 class Fail2BanFilter(Filter):
@@ -58,19 +70,22 @@ class Fail2BanFilter(Filter):
     entries, `examine_line(line, now)` for the lines of a log file (date cut out first)."""
 
     linear = False  # Fail2Ban's own regexes: some backtrack for long on long lines
+    whole_lines = True  # its regexes find the program in the line (after the date is cut out)
 
     def __init__(self, name: str, *, file: str, files: list[Path], mode: str, parameters: Mapping[str, str],
                  journal: tuple, syslog: frozenset[str], matcher: LineMatcher, dates: DateDetector,
-                 journal_matcher: LineMatcher | None = None, notes: tuple[str, ...] = ()) -> None:
+                 journal_matcher: LineMatcher | None = None, notes: tuple[str, ...] = (),
+                 journal_declared: bool = False) -> None:
         super().__init__(name, description=f"Fail2Ban filter {name}", mode=mode, journal=journal,
-                         syslog=syslog, failregex=[], file=file)
-        self.files = files
+                         syslog=syslog, failregex=[], file=file, journal_declared=journal_declared)
+        self._files = list(files)
         self.parameters = dict(parameters)
         self.notes = notes
         self.dates = dates
         self._matcher = matcher
         # Fail2Ban reads the journal with logtype = journal, which some filters match differently.
         self._journal_matcher = journal_matcher or matcher
+        self.lines_too_long = 0  # lines longer than MAX_LINE, not searched
         self._last_time: float | None = None  # of the last line of a file that had a date
         self._judged: dict[tuple, tuple] = {}  # address groups -> (address, text, reason)
         # The data a failure carries: every <F-NAME> group of the filter's regexes (earlier lines
@@ -85,14 +100,29 @@ class Fail2BanFilter(Filter):
     def __repr__(self) -> str:
         return f"Fail2BanFilter({self.name!r}, mode={self.mode!r})"
 
+    @property
+    def files(self) -> list[Path]:
+        """The files read: the filter's .conf, its includes, .local and .d/ overrides."""
+        return list(self._files)
+
+    def _too_long(self, text: str) -> bool:
+        if len(text) <= MAX_LINE:
+            return False
+        self.lines_too_long += 1
+        return True
+
     def examine(self, message: str, captures: bool = True) -> Verdict:
         """The verdict on a message taken as a whole line without a date."""
+        if self._too_long(message):
+            return Verdict("miss", detail=_TOO_LONG)
         return self._verdict(self._matcher.process(message, 0.0, "message"), captures)
 
     def examine_line(self, line: str, now: float, captures: bool = True) -> Verdict:
         """The verdict on a line of a log file: its date (found as Fail2Ban finds it) is cut
         out and the regexes search the rest; `now` completes dates without a year."""
         line = line.rstrip("\r\n")
+        if self._too_long(line):
+            return Verdict("miss", detail=_TOO_LONG)
         found = self.dates.find(line, now)
         text = line if found is None else line[:found.start] + line[found.end:]
         if found is not None and found.time is not None:
@@ -103,11 +133,17 @@ class Fail2BanFilter(Filter):
             when = self._last_time if self._last_time is not None else now
         return self._verdict(self._matcher.process(text, when, ""), captures)
 
-    def examine_event(self, event: Event, captures: bool = True) -> Verdict:
-        """The verdict on a journal or syslog entry, identity aside."""
+    def examine_event(self, event: Event, captures: bool = True, trusted: bool | None = None) -> Verdict:
+        """The verdict on a journal or syslog entry, identity aside; `trusted` (by default
+        `identify`'s answer) keeps the multi-line state of entries whose writer could be anyone
+        apart from that of entries whose writer is proven."""
+        if trusted is None:
+            trusted = bool(self.identify(event))
         text = journal_line(event.fields, event.message)
+        if self._too_long(text):
+            return Verdict("miss", detail=_TOO_LONG)
         matcher = self._journal_matcher if event.source == "journal" else self._matcher
-        return self._verdict(matcher.process(text, event.time, _program(event.fields)), captures)
+        return self._verdict(matcher.process(text, event.time, _program(event.fields, trusted)), captures)
 
     def match(self, event: Event) -> Failure | None:
         """The failure this entry records, or None: identity first, then Fail2Ban's matching
@@ -115,7 +151,7 @@ class Fail2BanFilter(Filter):
         trusted = self.identify(event)
         if trusted is None:
             return None
-        verdict = self.examine_event(event)
+        verdict = self.examine_event(event, trusted=trusted)
         if verdict.kind != "fail":
             return None
         return Failure(verdict.address, self.name, event.time, event.message, verdict.captures or {},
@@ -130,9 +166,12 @@ class Fail2BanFilter(Filter):
         key = (groups.get("ip4"), groups.get("ip6"), groups.get("dns"), groups.get("fid"), groups.get("cidr"))
         found = self._judged.get(key)
         if found is None:
-            if len(self._judged) >= _ADDRESS_CACHE_MAX:
-                self._judged.clear()
-            found = self._judged[key] = _failure_address(groups)
+            found = _failure_address(groups)
+            # The same attackers fail again and again; a long text is no address anyway.
+            if all(text is None or len(text) <= _JUDGED_TEXT_MAX for text in key):
+                if len(self._judged) >= ADDRESS_CACHE_MAX:
+                    self._judged.clear()
+                self._judged[key] = found
         address, text, reason = found
         named = _captured(groups, self._captures) if captures else None
         if address is None:

@@ -7,21 +7,29 @@ from __future__ import annotations
 import re
 import shlex
 
+from parsers.accounts import AccountLookup, uids
 from parsers.filter import FilterError
 
+# Which strings a regex such as "(?:dovecot(?:-auth)?|auth)" matches is read from its parse
+# tree. Python has no public API for that; re._parser is the one place it exists (3.11+). A
+# Python where it is missing or has changed shape still reads a plain name ("sshd"), and any
+# other _daemon then gives no syslog tags (the loader's note says how to name them).
 try:
     from re import _constants as _c, _parser as _p
-except ImportError:  # pragma: no cover - no such Python yet; then no _daemon gives tags
+except ImportError:  # pragma: no cover - not in any Python 3.11-3.13
     _c = _p = None
 
 _FIELD = re.compile(r"[A-Z0-9_]+")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 _MAX_TAGS = 64
 
 
-def journal_groups(text: str, file: str) -> tuple[dict[str, frozenset[str]], ...]:
+def journal_groups(text: str, file: str,
+                   accounts: AccountLookup | None = None) -> tuple[dict[str, frozenset[str]], ...]:
     """journalmatch as journalctl reads it: `FIELD=value` terms, `+` between alternatives (and
     each line an alternative); within one, different fields must all match, and the values
-    of a field repeated are alternatives."""
+    of a field repeated are alternatives. `_UID` may name accounts, as in a TOML filter
+    (`parsers.accounts`); an alternative whose accounts all are absent here is left out."""
     groups: list[dict[str, frozenset[str]]] = []
     for line in text.split("\n"):
         if not line.strip():
@@ -34,7 +42,9 @@ def journal_groups(text: str, file: str) -> tuple[dict[str, frozenset[str]], ...
         for token in tokens + ["+"]:
             if token == "+":
                 group = {field: frozenset(values) for field, values in current.items()}
-                if group and group not in groups:
+                if "_UID" in group:
+                    group["_UID"] = uids(file, "journalmatch", group["_UID"], accounts)
+                if group and group.get("_UID", True) and group not in groups:
                     groups.append(group)
                 current = {}
                 continue
@@ -48,15 +58,17 @@ def journal_groups(text: str, file: str) -> tuple[dict[str, frozenset[str]], ...
 
 def daemon_tags(pattern: str) -> frozenset[str] | None:
     """The names a `_daemon` regex matches, if it matches only a few fixed names; else None."""
+    if _PLAIN_NAME.fullmatch(pattern):
+        return frozenset({pattern})
     if _p is None:
         return None
     try:
         parsed = _p.parse(pattern)
-    except re.error:
-        return None
-    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
-        return None
-    names = _strings(list(parsed))
+        if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
+            return None
+        names = _strings(list(parsed))
+    except (re.error, AttributeError, TypeError, ValueError, IndexError):
+        return None  # not a regex, or a parser of another shape than this code knows
     if not names or "" in names:
         return None
     return frozenset(names)

@@ -45,11 +45,18 @@ def parse_reference(reference: str) -> tuple[str, dict[str, str]]:
     return name, parameters
 
 
-def filter_base(name: str, directory: Path) -> Path:
-    """The path without suffix that Fail2Ban reads NAME.conf, NAME.local... from."""
-    path = Path(name)
+def filter_base(reference: str, directory: Path) -> Path:
+    """The path without suffix that Fail2Ban reads NAME.conf, NAME.local... from: for
+    "fail2ban:NAME" (a subdirectory allowed), inside `directory`/filter.d and never outside it;
+    for the path of a .conf or .local, that path."""
+    name, _ = parse_reference(reference)
     if name.endswith((".conf", ".local")):
-        return path.with_suffix("")
-    if "/" in name:
-        return path
-    return directory / "filter.d" / name
+        name = name.rsplit(".", 1)[0]
+    if not reference.startswith(PREFIX):
+        return Path(name)
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise FilterError(reference, "", f"{name!r} is not a name inside DIR/filter.d ({directory / 'filter.d'}): "
+                                         "no '..', not absolute; to read a filter elsewhere, give the path of its "
+                                         ".conf without 'fail2ban:'")
+    return directory / "filter.d" / path

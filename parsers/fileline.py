@@ -3,26 +3,20 @@
 Reading a log file, most of the cost per candidate line was parsing the line and then
 matching its message. `FileLineMatcher` embeds the filter's failregex alternatives behind
 the file-line grammar of `parsers.syslog` (header, then one of the filter's tags), so a
-failure costs a single regex match. The verdicts are exactly those of
-`file_line_tag_and_message` followed by `Filter.examine` (a test holds them to that): the
-header and the part after the tag are atomic groups, so matching the message can never make
-them split the line differently, and anything unusual falls back to that slow path.
+failure costs a single regex match. The verdicts are exactly those of `Filter.examine_line`
+(a test holds them to that): the header and the part after the tag are atomic groups, so
+matching the message can never make them split the line differently, and anything unusual
+falls back to that slow path.
 """
 
 from __future__ import annotations
 
 import re
 
-from parsers.filter import MISS, Filter, Verdict
-from parsers.syslog import (
-    FILE_LINE_AFTER_TAG,
-    FILE_LINE_HEAD,
-    FILE_LINE_TAG_CHAR,
-    SyslogError,
-    file_line_tag_and_message,
-)
+from parsers.filter import MISS, OTHER, Filter, Verdict
+from parsers.syslog import FILE_LINE_AFTER_TAG, FILE_LINE_HEAD, FILE_LINE_TAG_CHAR
 
-OTHER = Verdict("other")
+__all__ = ["OTHER", "FileLineMatcher"]
 
 
 class FileLineMatcher:
@@ -53,13 +47,5 @@ class FileLineMatcher:
             head = self._head.match(text)
             if head is not None and not text.startswith("message repeated ", head.end()):
                 return MISS
-        return self._slow(line, captures)
-
-    def _slow(self, line: str, captures: bool) -> Verdict:
-        parsed = file_line_tag_and_message(line)
-        if isinstance(parsed, SyslogError):
-            return Verdict("error", detail=parsed.reason)
-        tag, message = parsed
-        if tag not in self.filter.syslog:
-            return OTHER
-        return self.filter.examine(message, captures)
+        # Anything unusual: the filter's own reading of the line (a syslog line's date decides nothing).
+        return self.filter.examine_line(line, 0.0, captures)

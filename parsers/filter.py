@@ -12,9 +12,11 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from collections.abc import Mapping
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from parsers import regexlits
+from parsers.syslog import SyslogError, file_line_tag_and_message
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -48,7 +50,7 @@ _LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 _NUMBERED_REFERENCE = re.compile(r"(?<!\\)\\[1-9]|\(\?\(\d")
 # Per filter: address texts already parsed, and their verdicts. Big enough for the distinct
 # attackers of a busy day; a flood of unique addresses clears it rather than growing it.
-_ADDRESS_CACHE_MAX = 8192
+ADDRESS_CACHE_MAX = 8192
 # A literal shorter than this is in nearly every message: testing for it costs more than it saves.
 _MIN_LITERAL = 3
 _REPEATED = re.compile(r"message repeated ([1-9][0-9]{0,5}) times: \[ ?(.*)\]$")
@@ -129,6 +131,7 @@ class Verdict(NamedTuple):
 
 MISS = Verdict("miss")
 IGNORED = Verdict("ignored")
+OTHER = Verdict("other")
 
 
 @dataclass(slots=True, frozen=True)
@@ -260,6 +263,16 @@ class Filter:
     # checked to; a Fail2Ban filter's may not (some take a minute on a 64 KiB line), and then an
     # entry that counts in none of its jails is not worth examining.
     linear = True
+    # Lines too long to be searched (a Fail2Ban filter's regexes search at most MAX_LINE
+    # characters); ours read every line whole.
+    lines_too_long = 0
+    # Does it read a log file's lines whole, finding the date and the program itself (a
+    # Fail2Ban filter), rather than as syslog lines whose tag says the program?
+    whole_lines = False
+    # Do its verdicts depend on earlier lines (a Fail2Ban filter's maxlines, <F-MLFID>)?
+    stateful = False
+    # What the user should know about how jailwarden reads it (a Fail2Ban filter's features).
+    notes: tuple[str, ...] = ()
 
     def __init__(self, name: str, *, description: str = "", mode: str = "normal",
                  journal: tuple[JournalMatch, ...] | JournalMatch = (),
@@ -289,6 +302,11 @@ class Filter:
 
     def __repr__(self) -> str:
         return f"Filter({self.name!r}, mode={self.mode!r})"
+
+    @property
+    def files(self) -> list[Path]:
+        """The files the filter was built from (a reload compares them)."""
+        return [Path(self.file)]
 
     @property
     def failregex_pattern(self) -> str:
@@ -349,6 +367,23 @@ class Filter:
             return MISS
         return self.verdict_of(m, self._fail.by_group[m.lastindex], message, 0, captures)
 
+    def examine_event(self, event: Event, captures: bool = True, trusted: bool | None = None) -> Verdict:
+        """The verdict on a journal or syslog entry, identity aside: its message's. (`trusted`
+        matters to filters that keep state across entries.)"""
+        return self.examine(event.message, captures)
+
+    def examine_line(self, line: str, now: float, captures: bool = True) -> Verdict:
+        """The verdict on a line of a log file, a classic syslog line: "other" when its tag is
+        none of the filter's, "error" (with the reason) when it is no such line. Its date
+        decides nothing here; `now` is for filters that read dates (`whole_lines`)."""
+        parsed = file_line_tag_and_message(line)
+        if isinstance(parsed, SyslogError):
+            return Verdict("error", detail=parsed.reason)
+        tag, message = parsed
+        if tag not in self.syslog:
+            return OTHER
+        return self.examine(message, captures)
+
     def verdict_of(self, m: re.Match[str], alternative: _Alternative, source: str, start: int,
                    captures: bool = True) -> Verdict:
         """The verdict once a failregex alternative matched the message that starts at `start`
@@ -369,7 +404,7 @@ class Filter:
             address = self._address(text)
             if address is None:
                 return MISS
-            if len(known) >= _ADDRESS_CACHE_MAX:
+            if len(known) >= ADDRESS_CACHE_MAX:
                 known.clear()
             verdict = known[text] = Verdict("fail", address, None, text, alternative.counts)
         return verdict
@@ -378,7 +413,7 @@ class Filter:
         # None for 999.1.1.1 and the like: shaped like an address, but not one.
         if text in self._addresses:
             return self._addresses[text]
-        if len(self._addresses) >= _ADDRESS_CACHE_MAX:
+        if len(self._addresses) >= ADDRESS_CACHE_MAX:
             self._addresses.clear()
         address = self._addresses[text] = captured_address(text)
         return address

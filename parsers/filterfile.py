@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Mapping
 
+from parsers.accounts import AccountLookup, uids
 from parsers.fail2ban_reference import DEFAULT_DIR as FAIL2BAN_DIR, is_fail2ban_reference
 from parsers.filter import Filter, FilterError, Regex
 
 SHIPPED_DIR = Path(__file__).parent / "filters"
-
-# An account name among `_UID` values stands for that account's uid on this host. Daemons such
-# as postfix or postgres run as a user whose uid each installation picks; naming the account
-# keeps their identity pinned to a uid, so trusted, on every distribution. The caller looks the
-# names up (parsers do no I/O); a name without an account here matches nothing.
-AccountLookup = Callable[[str], int | None]
-_ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 
 
 def _regex_list(file: str, key: str, value: object) -> list[str | Regex]:
@@ -66,20 +59,6 @@ _TOP_KEYS = {"description", "journal", "syslog", "failregex", "ignoreregex", "mo
 _MODE_KEYS = {"description", "failregex", "ignoreregex"}
 
 
-def _uids(file: str, where: str, values: frozenset[str], accounts: AccountLookup | None) -> frozenset[str]:
-    uids = set()
-    for value in values:
-        if value.isdigit():
-            uids.add(value)
-        elif not _ACCOUNT.fullmatch(value):
-            raise FilterError(file, where, f"{value!r} is neither a uid nor an account name")
-        elif accounts is None:
-            uids.add(value)  # unresolved: compared as text, it matches no entry's uid
-        elif (uid := accounts(value)) is not None:
-            uids.add(str(uid))
-    return frozenset(uids)
-
-
 def _journal_matches(file: str, raw: object,
                      accounts: AccountLookup | None = None) -> tuple[dict[str, frozenset[str]], ...]:
     # [journal] is one group of FIELD = [values] (every field must match, any of its values);
@@ -98,7 +77,8 @@ def _journal_matches(file: str, raw: object,
             if not match[key]:
                 raise FilterError(file, f"{where}.{key}", "empty: no entry could match")
         if "_UID" in match:
-            match["_UID"] = _uids(file, f"{where}._UID", match["_UID"], accounts)
+            # An account name stands for that account's uid on this host (parsers.accounts).
+            match["_UID"] = uids(file, f"{where}._UID", match["_UID"], accounts)
             if not match["_UID"]:
                 continue  # none of its accounts exists on this host: the group can match nothing
         if match:
@@ -190,15 +170,12 @@ def load_reference(reference: str, mode: str | None = None, search: list[Path] |
     """The filter a jail (or test-filter) names: a shipped or local filter's name, a TOML
     file, or a Fail2Ban filter, "fail2ban:NAME[key=value, ...]" (from `fail2ban_dir`/filter.d)
     or the path of its .conf or .local. A Fail2Ban filter that names no program is an error
-    when `require_identity` (a jail needs one; test-filter reading a file does not)."""
+    when `require_identity` (a jail needs one; test-filter reading a file does not). `accounts`
+    gives the uid of an account named in `_UID`, in either kind of filter."""
     if is_fail2ban_reference(reference):
         # Imported here: start-up of test-filter with a TOML filter does not pay for it.
         from parsers.fail2ban import load_fail2ban_filter
 
-        return load_fail2ban_filter(reference, fail2ban_dir, mode=mode, require_identity=require_identity)
+        return load_fail2ban_filter(reference, fail2ban_dir, mode=mode, require_identity=require_identity,
+                                    accounts=accounts)
     return load_filter(find_filter(reference, search), mode=mode, accounts=accounts)
-
-
-def files_read(flt: Filter) -> list[Path]:
-    """The files a filter was built from (for a Fail2Ban filter, with its includes and .local)."""
-    return list(getattr(flt, "files", None) or [Path(flt.file)])

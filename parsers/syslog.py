@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import NamedTuple
 
+from parsers.epochs import epoch_of, is_ahead, year_of
+
 __all__ = ["SyslogError", "SyslogMessage", "file_line_tag_and_message",
            "parse_file_line", "parse_message"]
 
@@ -21,9 +23,6 @@ StructuredData = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 EXCERPT_CHARS = 80
 # RFC 3164 §4.3.3: a message that arrives without PRI is to be treated as user.notice.
 _NO_PRI_FACILITY, _NO_PRI_SEVERITY = 1, 5
-# A traditional timestamp more than this far ahead of `now` belongs to the previous year
-# (a "Dec 31 23:59:59" line read on Jan 1); one day of slack absorbs clock skew and zones.
-_FUTURE_SLACK = 86400.0
 # Bounds the minute memo: a normal log needs a handful of entries, and a flood of forged
 # timestamps only costs recomputation once the memo is cleared.
 _MINUTE_CACHE_LIMIT = 4096
@@ -264,29 +263,27 @@ def _match_file_line(line: str) -> tuple[str, re.Match[str] | None]:
 # marks an impossible date. Only the seconds differ between the lines of a busy log, so the
 # datetime work happens about once a minute instead of on every line.
 _minute_epochs: dict[tuple[str, int | str | None, tzinfo | None], float | None] = {}
-# Per zone: the [start, end) epochs of the year `now` was last found in, and that year.
-_year_windows: dict[tzinfo | None, tuple[float, float, int]] = {}
 _SECONDS = {f"{second:02d}": float(second) for second in range(61)}
 
 
 def _traditional_epoch(prefix: str, seconds: str, now: float, tz: tzinfo | None) -> float | None:
-    """Epoch of "Mmm dd hh:mm" + seconds in the year of `now`, or the year before if that is ahead."""
+    """Epoch of "Mmm dd hh:mm" + seconds in the year `parsers.epochs` infers from `now`: the
+    year of `now`, or the year before if that is ahead."""
     second = _SECONDS.get(seconds)
     if second is None:
         second = float(seconds)
         if second >= 61:
             return None
-    # The memo lookups are inlined: this runs once per line of every log file read.
-    window = _year_windows.get(tz)
-    year = window[2] if window is not None and window[0] <= now < window[1] else _year_of(now, tz)
+    year = year_of(now, tz)
     if year is None:
         return None
+    # The minute memo's lookup is inlined: this runs once per line of every log file read.
     key = (prefix, year, tz)
     base = _minute_epochs.get(key)
     if base is None:
         base = _minute_start(key)
     # Also falls back when the date does not exist this year (Feb 29 read in a common year).
-    if base is None or base + second > now + _FUTURE_SLACK:
+    if base is None or is_ahead(base + second, now):
         base = _minute_start((prefix, year - 1, tz))
     return None if base is None else base + second
 
@@ -303,18 +300,6 @@ def _iso_epoch(minute: str, seconds: str, offset: str | None, tz: tzinfo | None)
     return None if base is None else base + second
 
 
-def _year_of(now: float, tz: tzinfo | None) -> int | None:
-    try:
-        year = datetime.fromtimestamp(now, tz).year
-        window = (datetime(year, 1, 1, tzinfo=tz).timestamp(), datetime(year + 1, 1, 1, tzinfo=tz).timestamp(), year)
-    except (ValueError, OverflowError, OSError):
-        return None
-    if len(_year_windows) >= 64:
-        _year_windows.clear()
-    _year_windows[tz] = window
-    return year
-
-
 def _minute_start(key: tuple[str, int | str | None, tzinfo | None]) -> float | None:
     """Memoised epoch of ("Mmm dd hh:mm", year, tz) or ("YYYY-MM-DDThh:mm", offset or None, tz)."""
     try:
@@ -322,18 +307,19 @@ def _minute_start(key: tuple[str, int | str | None, tzinfo | None]) -> float | N
     except KeyError:
         pass
     text, year_or_offset, zone = key
-    try:
-        if isinstance(year_or_offset, int):
-            month, day, clock = text.split()
-            moment = datetime(year_or_offset, _MONTHS[month], int(day), int(clock[:2]), int(clock[3:]), tzinfo=zone)
-        else:
+    epoch: float | None = None
+    if isinstance(year_or_offset, int):
+        month, day, clock = text.split()
+        epoch = epoch_of(year_or_offset, _MONTHS[month], int(day), int(clock[:2]), int(clock[3:]), 0, zone)
+    else:
+        try:
             moment = datetime.fromisoformat((text + (year_or_offset or "")).upper())
             if year_or_offset is None:
                 moment = moment.replace(tzinfo=zone)
-        # A naive datetime (zone None) converts through the local zone, as the caller asked.
-        epoch: float | None = moment.timestamp()
-    except (ValueError, OverflowError, OSError):
-        epoch = None
+            # A naive datetime (zone None) converts through the local zone, as the caller asked.
+            epoch = moment.timestamp()
+        except (ValueError, OverflowError, OSError):
+            pass
     if len(_minute_epochs) >= _MINUTE_CACHE_LIMIT:
         _minute_epochs.clear()
     _minute_epochs[key] = epoch

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import calendar
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from parsers.dates import DateDetector, DateError
+from parsers.syslog import parse_file_line
 
 # A fixed "now" (2026-11-25 12:00:00 local time) completes dates written without a year.
 NOW = time.mktime((2026, 11, 25, 12, 0, 0, 0, 0, -1))
@@ -114,3 +116,56 @@ def test_unknown_directive_is_an_error():
 def test_a_pattern_that_allows_no_date_finds_an_empty_one_without_a_time():
     # guacamole's style: a line of a multi-line message carries no date of its own.
     assert found("WARNING: Authentication attempt failed", "^WARNING:()**") == ("", None)
+
+
+def test_the_date_nearest_the_start_wins_over_a_later_date_like_token():
+    # Every template is compared alike: an attacker's TAI64N-looking user name further on is
+    # message text, not the line's date.
+    line = "x [2026-12-02 06:00:00] login failed for user @4000000011111111aaaaaaaa"
+    assert found(line) == ("2026-12-02 06:00:00", local(2026, 12, 2, 6, 0, 0))
+    assert found("[Wed Dec 02 06:00:00 2026] x 1795529641 audit(1795529641.1:2)")[0] == "Wed Dec 02 06:00:00 2026"
+
+
+@pytest.mark.parametrize("line, text", [
+    ("PDT Apr 16 21:05:29 monit[1]: x", "PDT Apr 16 21:05:29"),  # a zone in front (monit)
+    ("Thu Jul 11 01:21:41 2026 x", "Thu Jul 11 01:21:41 2026"),  # a weekday is no zone
+    ("Nov 03, 2026 9:20:30 PM org.x: y", "Nov 03, 2026 9:20:30 PM"),  # Java
+    ("11/03/2026:10:20:30 x", "11/03/2026:10:20:30"),  # cPanel
+    ("Nov-03-26 10:20:30 x", "Nov-03-26 10:20:30"),  # ASSP
+    ("<11/03/26@10:20:30> x", "<11/03/26@10:20:30>"),
+    ("20261103T102030 x", "20261103T102030"),  # compact ISO 8601
+    ("10:20:30 x", "10:20:30"),  # a time of day alone
+])  # fmt: skip
+def test_more_common_formats(line, text):
+    assert found(line)[0] == text
+
+
+def test_a_numeric_date_that_reads_both_ways_is_day_first():
+    assert found("03-11-2026 10:20:30 x")[1] == local(2026, 11, 3, 10, 20, 30)
+    assert found("11-23-2026 10:20:30 x")[1] == local(2026, 11, 23, 10, 20, 30)  # no 23rd month
+
+
+@pytest.mark.parametrize("zone", ["IST", "BST", "MET"])
+def test_an_ambiguous_zone_abbreviation_gives_no_time(zone):
+    # IST is India's, Ireland's or Israel's: guessing one would shift the time by hours.
+    assert found(f"{zone} Nov  3 10:20:30 x") == (f"{zone} Nov  3 10:20:30", None)
+    assert found("CET Nov  3 10:20:30 x")[1] == utc(2026, 11, 3, 9, 20, 30)
+
+
+def test_a_detector_reads_zoneless_times_in_its_zone():
+    tokyo = timezone(timedelta(hours=9))
+    match = DateDetector(tz=tokyo).find("2026-11-03 10:20:30 x", NOW)
+    assert match.time == utc(2026, 11, 3, 1, 20, 30)
+    assert DateDetector(tz=tokyo).find("2026-11-03 10:20:30+00:00 x", NOW).time == utc(2026, 11, 3, 10, 20, 30)
+
+
+@pytest.mark.parametrize("line", [
+    "Dec 31 23:59:59 web1 sshd[1]: x",  # last year's, read just after midnight
+    "Jan  1 12:00:00 web1 sshd[1]: x",  # a few hours ahead (clock skew): this year's
+    "Jan  3 12:00:00 web1 sshd[1]: x",  # days ahead: last year's
+    "Feb 29 12:00:00 web1 sshd[1]: x",  # no such day this year
+])  # fmt: skip
+@pytest.mark.parametrize("zone", [timezone.utc, timezone(timedelta(hours=-5))])
+def test_dates_and_syslog_lines_infer_the_year_alike(line, zone):
+    now = datetime(2027, 1, 1, 0, 10, tzinfo=zone).timestamp()
+    assert DateDetector(tz=zone).find(line, now).time == parse_file_line(line, now, zone).timestamp

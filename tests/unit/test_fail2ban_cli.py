@@ -140,3 +140,50 @@ def test_jails_are_built_with_fail2ban_filters_and_warnings_say_what_will_not_co
     before = setups[0].fingerprint
     (tmp_path / "fail2ban" / "filter.d" / "common.local").write_text("[DEFAULT]\n")
     assert build_jails(load_config(path), tmp_path / "filter.d")[0][0].fingerprint != before
+
+
+def test_test_filter_builds_no_syslog_line_matcher_for_a_fail2ban_filter(tmp_path, monkeypatch):
+    import agent.testfilter
+    from agent.testfilter import FilterTester
+    from f2b_trees import sshlike
+
+    def refuse(filter):
+        raise AssertionError("a Fail2Ban filter reads whole lines: no FileLineMatcher is needed")
+
+    monkeypatch.setattr(agent.testfilter, "FileLineMatcher", refuse)
+    tester = FilterTester(sshlike(tmp_path), now=0.0)
+    assert tester.judge(LOG[0]).kind == "fail"
+
+
+ACCOUNTS = {
+    "byname.conf": "[Definition]\n_daemon = app\nfailregex = ^%(_daemon)s: denied <HOST>$\n"
+                   "journalmatch = _SYSTEMD_UNIT=app.service _UID=root\n",
+    "absent.conf": "[Definition]\n_daemon = app\nfailregex = ^%(_daemon)s: denied <HOST>$\n"
+                   "journalmatch = _SYSTEMD_UNIT=app.service _UID=no-such-account-here\n",
+}
+
+
+def test_jails_resolve_account_names_in_a_fail2ban_journalmatch(tmp_path):
+    write_tree(tree(tmp_path), ACCOUNTS)
+    path = config(tmp_path, '[jails.app]\nfilter = "fail2ban:byname"\n[jails.gone]\nfilter = "fail2ban:absent"\n')
+    setups, problems = build_jails(load_config(path), tmp_path / "filter.d")
+    by_name = {setup.name: setup.filter for setup in setups}
+    # Named like a TOML filter's _UID: the account's uid on this host, so the identity is trusted.
+    assert by_name["app"].journal == ({"_SYSTEMD_UNIT": frozenset({"app.service"}), "_UID": frozenset({"0"})},)
+    assert not any(p.startswith("jail app:") for p in problems), problems
+    assert by_name["gone"].journal == () and by_name["gone"].journal_routes == ()
+    assert any(p.startswith("jail gone: ") and "accounts do not exist" in p for p in problems), problems
+
+
+def test_check_config_warns_as_the_daemon_does_about_fail2ban_filters(tmp_path, capsys):
+    directory = tree(tmp_path)
+    write_tree(directory, {"routed.conf": "[Definition]\n_daemon = web\\d+\nfailregex = ^denied <HOST>$\n"
+                                          "journalmatch = _SYSTEMD_UNIT=web.service\n"})
+    path = config(tmp_path, '[jails.ssh]\nfilter = "fail2ban:sshlike"\n[jails.web]\nfilter = "fail2ban:routed"\n')
+    _, problems = build_jails(load_config(path), tmp_path / "filter.d")
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 0 and "2 jails enabled" in out, err
+    warnings = [line.removeprefix("warning: ") for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings == problems and len(warnings) == 3, err
+    assert any("syslog messages are not routed to this filter" in w for w in warnings)
+    assert any(w.startswith("jail ssh: the journalmatch of Fail2Ban filter") for w in warnings)

@@ -190,3 +190,40 @@ def test_a_path_to_the_conf_or_local_reads_the_same_filter(tmp_path):
     by_name = load_fail2ban_filter("fail2ban:sshlike", tmp_path)
     by_path = load_fail2ban_filter(str(tmp_path / "filter.d" / "sshlike.conf"))
     assert by_path.files == by_name.files and by_path.journal == by_name.journal
+
+
+def test_a_filter_name_with_a_directory_is_read_inside_dir_filter_d_only(tmp_path, monkeypatch):
+    write_tree(tmp_path / "f2b", {"sub/app.conf": "[Definition]\nfailregex = ^inside <HOST>$\n"})
+    # The same relative path in the working directory must not be the one read.
+    elsewhere = tmp_path / "cwd" / "sub" / "app.conf"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text("[Definition]\nfailregex = ^outside <HOST>$\n")
+    (tmp_path / "secret.conf").write_text("[Definition]\nfailregex = ^escaped <HOST>$\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    flt = load_fail2ban_filter("fail2ban:sub/app", tmp_path / "f2b", require_identity=False)
+    assert flt.file == str(tmp_path / "f2b" / "filter.d" / "sub" / "app.conf")
+    assert flt.examine("inside 192.0.2.80").kind == "fail"
+    for name in ("../../secret", "sub/../../../secret", str(tmp_path / "secret")):
+        with pytest.raises(FilterError, match="inside DIR/filter.d"):
+            load_fail2ban_filter(f"fail2ban:{name}", tmp_path / "f2b", require_identity=False)
+    # A path (no "fail2ban:") is read where it says.
+    assert load_fail2ban_filter(str(tmp_path / "secret.conf"), require_identity=False).examine(
+        "escaped 192.0.2.81").kind == "fail"
+
+
+def test_syslog_tags_of_a_plain_daemon_name_do_not_depend_on_pythons_private_regex_parser(monkeypatch):
+    from parsers import fail2ban_identity
+
+    assert fail2ban_identity.daemon_tags("(?:dovecot(?:-auth)?|auth)") == {"dovecot", "dovecot-auth", "auth"}
+
+    class Changed:  # what a Python whose re._parser changed shape might give
+        @staticmethod
+        def parse(pattern):
+            raise AttributeError("no such thing any more")
+
+    for parser in (None, Changed):
+        monkeypatch.setattr(fail2ban_identity, "_p", parser)
+        assert fail2ban_identity.daemon_tags("sshd") == {"sshd"}
+        assert fail2ban_identity.daemon_tags("postfix-smtpd_2") == {"postfix-smtpd_2"}
+        # Anything more is no tag then: the filter's journal identity, or [_daemon=TAG], names the program.
+        assert fail2ban_identity.daemon_tags("(?:dovecot(?:-auth)?|auth)") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ from agent.pipeline import JailSetup, Pipeline
 from agent.router import Router
 from agent.testfilter import FilterTester
 from parsers.fail2ban import journal_line, load_fail2ban_filter
+from parsers.fail2ban_filter import MAX_LINE
+from parsers.fail2ban_state import MAX_STATE_BYTES
+from parsers.filter import FilterError
 
 NOW = 1795529641.0
 CORPUS_FILTERS = Path(__file__).parents[1] / ".cache" / "fail2ban" / "root" / "etc" / "fail2ban"
@@ -259,7 +263,9 @@ def test_test_filter_and_the_daemon_path_give_the_same_verdicts(tmp_path, mode):
         failure = daemon.match(event)
         assert (str(failure.address) if failure else None) == (str(verdict.address) if verdict.kind == "fail"
                                                                else None), line
-    assert tester.judge(SAMPLE[4]).kind == "miss"  # another program's line: the prefregex rules it out
+    # Another program's syslog line: "other", as for a TOML filter (the daemon never routes it here).
+    assert tester.judge(SAMPLE[4]).kind == "other"
+    assert tester.judge("Nov  3 10:20:34 web1 sshd[5]: Server listening on 0.0.0.0 port 22.").kind == "miss"
 
 
 INJECTIONS = [
@@ -286,12 +292,11 @@ def test_an_address_in_the_user_name_is_never_the_one_reported(tmp_path, message
 
 @pytest.mark.parametrize("message, real", INJECTIONS)
 def test_debians_own_sshd_filter_reports_only_the_address_sshd_wrote(message, real):
-    directory = next((d for d in (CORPUS_FILTERS, Path("/etc/fail2ban")) if (d / "filter.d" / "sshd.conf").is_file()),
-                     None)
-    if directory is None:
-        pytest.skip("no Fail2Ban sshd.conf here (run tests/bench/bench_fail2ban_corpus.py to fetch the package)")
+    # The recorded version from the corpus cache, never whatever this machine has in /etc/fail2ban.
+    if not (CORPUS_FILTERS / "filter.d" / "sshd.conf").is_file():
+        pytest.skip("Fail2Ban's corpus is not cached (tests/bench/bench_fail2ban_corpus.py fetches it)")
     for mode in ("normal", "aggressive"):
-        _only_the_real_address(load_fail2ban_filter("fail2ban:sshd", directory, mode=mode), message, real)
+        _only_the_real_address(load_fail2ban_filter("fail2ban:sshd", CORPUS_FILTERS, mode=mode), message, real)
 
 
 LOGTYPES = r"""
@@ -317,3 +322,130 @@ def test_journal_entries_are_matched_with_logtype_journal_as_fail2ban_reads_the_
     # A logtype given as a parameter applies to every source.
     explicit = definition(tmp_path / "explicit", LOGTYPES, parameters={"logtype": "file"})
     assert said(explicit.examine_event(journal)) == "miss"
+
+
+# sshd's way (as Debian's filter does it): the program prefix with its pid is the multi-line id,
+# a "Connection from" line gives the address and a later line of the same pid is the failure.
+SSHD_MLFID = r"""
+_daemon = sshd
+prefregex = ^<F-MLFID>%(__prefix_line)s</F-MLFID><F-CONTENT>.+</F-CONTENT>$
+failregex = ^<F-NOFAIL>Connection from</F-NOFAIL> <HOST> port \d+
+            ^Disconnecting: Too many authentication failures$
+journalmatch = _SYSTEMD_UNIT=sshd.service _UID=0 + _COMM=sshd
+"""
+
+
+def _sshd_entry(message: str, trusted: bool, at: float) -> LogEvent:
+    if trusted:
+        fields = {"_SYSTEMD_UNIT": "sshd.service", "_UID": "0", "_COMM": "sshd", "_PID": "4242"}
+    else:  # any local user: `exec -a sshd logger --id=4242 ...` gives these
+        fields = {"_SYSTEMD_UNIT": "session-3.scope", "_UID": "1000", "_COMM": "sshd", "SYSLOG_PID": "4242",
+                  "_PID": "999"}
+    return LogEvent(at, "journal", message, {"_HOSTNAME": "web1", "SYSLOG_IDENTIFIER": "sshd", **fields}, True)
+
+
+def test_a_forged_entry_cannot_change_the_address_of_a_trusted_multi_line_failure(tmp_path):
+    flt = definition(tmp_path, SSHD_MLFID)
+    connect = "Connection from {} port 5555 on 10.0.0.1 port 22"
+    assert flt.match(_sshd_entry(connect.format("203.0.113.7"), True, NOW)) is None
+    # The same host, identifier and pid, written by a user: it must not touch sshd's own state.
+    assert flt.match(_sshd_entry(connect.format("198.51.100.9"), False, NOW + 1)) is None
+    failure = flt.match(_sshd_entry("Disconnecting: Too many authentication failures", True, NOW + 2))
+    assert str(failure.address) == "203.0.113.7" and failure.trusted
+    # Nor can the forged writer's own lines complete with what sshd's lines left.
+    flt.match(_sshd_entry(connect.format("203.0.113.8"), True, NOW + 3))
+    forged = flt.match(_sshd_entry("Disconnecting: Too many authentication failures", False, NOW + 4))
+    assert forged is None or (str(forged.address) != "203.0.113.8" and not forged.trusted)
+
+
+def test_lines_longer_than_max_line_are_not_searched_and_are_counted(tmp_path):
+    flt = definition(tmp_path, "failregex = ^%(__prefix_line)sdenied <F-REST>.*</F-REST> from <HOST>$\n")
+    padding = "x" * 10_000
+    short = flt.examine_event(event(f"denied {padding[:100]} from 192.0.2.60"))
+    assert said(short) == "192.0.2.60" and flt.lines_too_long == 0
+    # No regex searches 10 KB of a line (some of Fail2Ban's take minutes on 64 KB).
+    too_long = flt.examine_event(event(f"denied {padding} from 192.0.2.61"))
+    assert too_long.kind == "miss" and f"longer than {MAX_LINE:,} characters" in too_long.detail
+    assert said(flt.examine_line(f"Nov  3 10:20:30 web1 app[9]: denied {padding} from 192.0.2.62", NOW)) == "miss"
+    assert said(flt.examine(f"denied {padding} from 192.0.2.63")) == "miss"
+    assert flt.lines_too_long == 3
+
+
+def test_an_address_written_at_the_limit_is_never_taken_for_the_real_one(tmp_path):
+    # Cutting a long line short would give the regexes an end of line where the attacker chose:
+    # "... from FORGED port 22" exactly at the limit, the address the service wrote after it.
+    flt = sshlike(tmp_path)
+    forged = " from 198.51.100.7 port 22"
+    head = "Invalid user "
+    fill = MAX_LINE - len(journal_line(event(head, tag="sshd").fields, head)) - len(forged)
+    message = head + "A" * fill + forged + " from 203.0.113.5 port 4242"
+    verdict = flt.examine_event(event(message, tag="sshd"))
+    assert verdict.kind != "fail" or str(verdict.address) == "203.0.113.5"
+    assert flt.examine_line(f"Nov  3 10:20:30 web1 sshd[9]: {message}", NOW).address != ipaddress.ip_address(
+        "198.51.100.7")
+
+
+def test_test_filter_reports_how_many_lines_were_too_long(tmp_path):
+    flt = definition(tmp_path, "failregex = ^%(__prefix_line)sdenied \\S+ from <HOST>$\n")
+    lines = ["Nov  3 10:20:30 web1 app[9]: denied x from 192.0.2.66",
+             f"Nov  3 10:20:31 web1 app[9]: denied {'x' * 9000} from 192.0.2.67"]
+    summary = FilterTester(flt, now=NOW).run(lines)
+    assert summary.matched == 1 and summary.missed == 1 and summary.too_long == 1
+
+
+# A multi-line filter whose every line leaves a pending failure with a user name in it.
+PENDING_USERS = r"""
+maxlines = 4
+prefregex = ^<F-MLFID>%(__prefix_line)s</F-MLFID><F-CONTENT>.+</F-CONTENT>$
+failregex = ^<F-NOFAIL>Invalid user</F-NOFAIL> <F-USER>.+</F-USER> from <HOST>$
+            ^auth failed$
+"""
+
+
+def test_multi_line_state_stays_within_its_budget_whatever_the_programs_ids_and_captures(tmp_path):
+    flt = definition(tmp_path, PENDING_USERS)
+    name = "u" * 3000
+
+    def line(host: int, pid: int, message: str) -> LogEvent:
+        return LogEvent(NOW, "syslog", message, {"_HOSTNAME": f"h{host}", "SYSLOG_IDENTIFIER": "app",
+                                                 "SYSLOG_PID": str(pid)}, True)
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        # 6,000 connections of 200 programs, each naming a 3 KB user: 18 MB if all were kept.
+        for host in range(200):
+            for pid in range(30):
+                flt.examine_event(line(host, pid, f"Invalid user {name}{pid} from 192.0.2.{pid}"))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * MAX_STATE_BYTES, f"{held:,} bytes held"
+    # What is kept still works: the latest connection's failure gets its address.
+    assert said(flt.examine_event(line(199, 29, "auth failed"))) == "192.0.2.29"
+
+
+def test_maxlines_has_an_upper_bound(tmp_path):
+    with pytest.raises(FilterError, match=r"maxlines: must be at most 100, got 5000"):
+        definition(tmp_path, "maxlines = 5000\nfailregex = ^x <HOST>$\n")
+    assert definition(tmp_path, "maxlines = 100\nfailregex = ^x <HOST>$\n").stateful
+
+
+@pytest.mark.parametrize("line, address", [
+    # murmur's log: a "<W>" before the date, no syslog PRI
+    ("<W>2015-11-29 16:38:01.818 1 => <4:test(-1)> Rejected connection from 192.0.2.70:29530: Invalid server "
+     "password", "192.0.2.70"),
+    # Oracle IMS writes XML elements, one a line
+    ('<co ts="2014-06-02T16:06:33.99" sc="tcp_local" tr="TCP|192.245.12.223|25|192.0.2.71|4299" ap="SMTP" '
+     'mi="Bad password" us="nic@example.com"/>', "192.0.2.71"),
+    ("{broken json} Rejected connection from 192.0.2.72:1: Invalid server password", "192.0.2.72"),
+])  # fmt: skip
+def test_a_plain_line_that_only_starts_like_an_entry_is_read_as_a_line(tmp_path, line, address):
+    flt = definition(tmp_path, r"""
+        failregex = Rejected connection from <HOST>:\d+: Invalid server password$
+                    tr="TCP\|[^|]+\|\d+\|<HOST>\|\d+" ap="[^"]*" mi="Bad password"
+        """)
+    tester = FilterTester(flt, now=NOW)
+    assert said(tester.judge(line)) == address
+    summary = FilterTester(flt, now=NOW).run([line])
+    assert summary.errors == 0 and summary.matched == 1

@@ -334,3 +334,16 @@ def test_a_journal_identity_whose_accounts_are_all_absent_matches_no_journal_ent
     assert flt.journal == () and flt.journal_routes == () and flt.match(forged) is None
     forwarded = LogEvent(1.0, "syslog", "x 203.0.113.4", {"SYSLOG_IDENTIFIER": "grafana"}, True)
     assert flt.match(forwarded) is not None  # syslog from an allowed sender still counts
+
+
+def test_every_filter_answers_what_its_callers_ask(tmp_path) -> None:
+    # What test-filter, check-config and the jails ask of any filter, TOML or Fail2Ban.
+    flt = filter_from_dict({"syslog": ["app"], "failregex": ["bad <HOST>$"]}, file=str(tmp_path / "app.toml"),
+                           name="app")
+    assert flt.notes == () and not flt.stateful and not flt.whole_lines and flt.lines_too_long == 0
+    assert flt.files == [tmp_path / "app.toml"]
+    # A line of a log file is a classic syslog line whose tag says whose it is.
+    assert str(flt.examine_line("Nov 24 14:00:01 h app[1]: bad 203.0.113.5", 0.0).address) == "203.0.113.5"
+    assert flt.examine_line("Nov 24 14:00:01 h cron[1]: bad 203.0.113.5", 0.0).kind == "other"
+    assert flt.examine_line("not a syslog line", 0.0).kind == "error"
+    assert str(flt.examine_event(syslog_event("bad 203.0.113.6")).address) == "203.0.113.6"
