@@ -11,6 +11,7 @@ from agent.addresses import parse_address
 from agent.bans import Ban
 from agent.config_values import parse_duration
 from agent.control import ControlError
+from agent.enforcement import backend_name
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -86,7 +87,7 @@ class Commands:
         setup = agent.pipeline.jails[name]
         problem = agent.enforcer.problem(name) if agent.enforcer is not None else None
         counters = agent.counters.get(name, {})
-        backend = "dry run" if agent.dry_run else agent.config.jails[name].backend
+        backend = "dry run" if agent.dry_run else backend_name(agent.config, name)
         return {"filter": setup.filter.name, "backend": backend,
                 "backend_ok": problem is None, "backend_error": problem,
                 "active_bans": agent.pipeline.book.count(name), "tracked": setup.jail.tracked(),

@@ -77,7 +77,7 @@ class ConfigErrors(Exception):
 class AgentConfig:
     state_dir: Path = Path("/var/lib/jailwarden")
     socket: Path = Path("/run/jailwarden/control.sock")
-    backend: str = "ipset"
+    backend: str = "auto"  # nftables where the host's firewall is in nftables, else ipset
     ignore: tuple[Network, ...] = _LOOPBACK
     history_window: float = WEEK  # how long a past ban makes the next one longer
     # Bans stay in the firewall when the agent stops (so a restart opens no window); false lifts
@@ -141,7 +141,7 @@ class JailConfig:
     bantime: float = _BANTIME  # math.inf: permanent
     bantime_increment: BantimeIncrement | None = None
     ignore: tuple[Network, ...] = _LOOPBACK
-    backend: str = "ipset"
+    backend: str = "auto"
     # Count only lines whose program identity cannot be forged by a local user (see LogEvent.trusted).
     require_trusted: bool = True
     # Ban only these destination ports (empty: all traffic), where the backend can scope.

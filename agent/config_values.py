@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 from agent.addresses import Address, Network, parse_network
 from agent.bans import WEEK
 
-BACKENDS = ("ipset", "nftables", "iptables", "route", "hostsdeny", "log")
+# "auto": nftables where the host's firewall is in nftables, else ipset (decided at start).
+BACKENDS = ("auto", "ipset", "nftables", "iptables", "route", "hostsdeny", "log")
 
 
 @dataclass(slots=True, frozen=True)

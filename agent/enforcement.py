@@ -21,42 +21,63 @@ from dataclasses import dataclass, field
 from agent.addresses import Address
 from agent.config import Config
 from firewall import Backend, BackendError, Target, backend_class
+from firewall.detect import detect_backend
 
 log = logging.getLogger("jailwarden.firewall")
 
 _FIRST_RETRY = 1.0
 _LAST_RETRY = 300.0
 _SCOPED = ("ipset", "nftables", "iptables")  # the backends that can ban only some ports
+AUTO = "auto"
+_detected: tuple[str, str] | None = None  # what "auto" means on this host: (backend, why)
+
+
+def auto_backend() -> str:
+    """The backend `backend = "auto"` stands for, probed once per process (the host's firewall
+    does not change kind while the agent runs) and logged once."""
+    global _detected
+    if _detected is None:
+        _detected = detect_backend()
+        log.info('backend = "auto": using %s: %s', *_detected)
+    return _detected[0]
+
+
+def backend_name(config: Config, jail: str) -> str:
+    """The jail's firewall backend, "auto" resolved."""
+    name = config.jails[jail].backend
+    return auto_backend() if name == AUTO else name
 
 
 def backend_options(config: Config, jail: str) -> dict:
     """What the jail's backend is built with: [firewall.NAME] and the jail's port scoping."""
-    settings = config.jails[jail]
-    options = dict(config.firewall.get(settings.backend, {}))
-    if settings.ports and settings.backend in _SCOPED:
+    settings, name = config.jails[jail], backend_name(config, jail)
+    options = dict(config.firewall.get(name, {}))
+    if settings.ports and name in _SCOPED:
         options |= {"ports": settings.ports, "protocol": settings.protocol}
     return options
 
 
 def backend_settings(config: Config, jail: str) -> tuple[str, str]:
-    """(backend name, options as JSON) of the jail, as the store keeps them: paths as text, which
-    every backend accepts."""
-    return config.jails[jail].backend, json.dumps(backend_options(config, jail), sort_keys=True, default=str)
+    """(backend name, options as JSON) of the jail, as the store keeps them: "auto" resolved, so a
+    host whose firewall changed kind has the old backend's objects removed at start; paths as
+    text, which every backend accepts."""
+    return backend_name(config, jail), json.dumps(backend_options(config, jail), sort_keys=True, default=str)
 
 
 def build_backends(config: Config, jails: list[str]) -> tuple[dict[str, Backend], list[str]]:
-    """One backend instance per jail, with [firewall.NAME] options and the jail's port scoping;
-    a jail whose backend cannot be built (a library missing) is reported and left out."""
+    """One backend instance per jail, with [firewall.NAME] options and the jail's port scoping
+    (backend "auto" decided by what the host's firewall uses); a jail whose backend cannot be
+    built (a library missing) is reported and left out."""
     backends, problems = {}, []
     for jail in jails:
-        settings = config.jails[jail]
-        if settings.ports and settings.backend not in _SCOPED:
-            problems.append(f"jail {jail}: backend {settings.backend} cannot ban single ports; "
+        settings, name = config.jails[jail], backend_name(config, jail)
+        if settings.ports and name not in _SCOPED:
+            problems.append(f"jail {jail}: backend {name} cannot ban single ports; "
                             f"ports = {list(settings.ports)} is ignored and all traffic is banned")
         try:
-            backends[jail] = backend_class(settings.backend)(jail, **backend_options(config, jail))
+            backends[jail] = backend_class(name)(jail, **backend_options(config, jail))
         except (BackendError, ImportError, OSError, ValueError) as error:
-            problems.append(f"jail {jail}: firewall backend {settings.backend} unusable: {error}")
+            problems.append(f"jail {jail}: firewall backend {name} unusable: {error}")
     return backends, problems
 
 

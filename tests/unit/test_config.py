@@ -46,7 +46,7 @@ def test_bundled_default_config_loads_with_sshd_enabled():
     sshd = config.jails["sshd"]
     assert sshd.enabled and sshd.filter == "sshd"
     assert sshd.policy == BanPolicy(3600.0, BantimeIncrement(factor=2.0, max=7 * 86400.0))
-    assert config.agent.backend in ("ipset", "nftables", "iptables", "route", "hostsdeny", "log")
+    assert config.agent.backend == "auto"
     assert config.sources.journal.enabled
 
 
@@ -55,7 +55,7 @@ def test_defaults_fill_everything_but_the_filter(tmp_path):
     sshd = config.jails["sshd"]
     assert (sshd.enabled, sshd.maxretry, sshd.findtime, sshd.bantime) == (True, 5, 600.0, 3600.0)
     assert sshd.bantime_increment is None and sshd.mode is None
-    assert sshd.backend == config.agent.backend == "ipset"
+    assert sshd.backend == config.agent.backend == "auto"
     assert config.agent.ignore == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
     assert config.agent.state_dir == Path("/var/lib/jailwarden")
     assert config.sources.journal.enabled and config.sources.syslog.enabled

@@ -205,7 +205,7 @@ def test_banaction_chooses_the_agent_backend(tmp_path, capsys, banaction, backen
     result = convert(tmp_path, capsys, {"jail.local": f"[DEFAULT]\nbanaction = {banaction}\n"
                                                       "[sshd]\nenabled = true\n"})
     assert result.agent.get("backend") == backend
-    assert result.config.jails["sshd"].backend == (backend or "ipset")
+    assert result.config.jails["sshd"].backend == (backend or "auto")  # unset: the default, "auto"
     assert "backend" not in result.jails["sshd"], "the jail uses [agent] backend"
     assert (result.code == 1) is warned, result.err
     if warned:
