@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from agent import __version__
 from agent.host import account_uid
 from agent.cli_control import cmd_ban, cmd_bans, cmd_reload, cmd_status, cmd_unban
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
 from parsers.filter import FilterError, Verdict
-from parsers.filterfile import FAIL2BAN_DIR, SHIPPED_DIR, load_reference
+from parsers.filterfile import FAIL2BAN_DIR, load_reference
 
 DEFAULT_CONFIG = "/etc/jailwarden/jailwarden.toml"
 _TOP = 20
@@ -96,6 +97,11 @@ def _print_summary(out: TextIO, flt, path: Path, s: Summary, elapsed: float, ver
     out.write(f"lines      {s.lines:,} read: {s.matched:,} matched, {s.ignored:,} ignored, "
               f"{s.missed:,} missed, {s.other:,} from other programs, "
               f"{s.skipped:,} blank or comment, {s.errors:,} unparsable\n")
+    if s.too_long:
+        from parsers.fail2ban_filter import MAX_LINE  # only Fail2Ban filters leave lines unsearched
+
+        out.write(f"           {s.too_long:,} of the missed lines are longer than {MAX_LINE:,} characters, more than "
+                  f"the filter's regexes search\n")
     if s.uncounted:
         out.write(f"           {s.uncounted:,} of the matched lines do not count towards maxretry "
                   f"(the service logs the same attempt in another line)\n")
@@ -119,7 +125,7 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
         print(f"jailwarden: {error}", file=sys.stderr)
         return 2
     path = Path(flt.file)
-    for note in getattr(flt, "notes", ()):
+    for note in flt.notes:
         print(f"jailwarden: note: {note}", file=sys.stderr)
     try:
         stream = _open_input(args.file)
@@ -136,7 +142,7 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else available_cpus()
     started = time.perf_counter()
     # A filter whose verdicts depend on earlier lines (Fail2Ban's maxlines, <F-MLFID>) reads in one piece.
-    jobs = 1 if getattr(flt, "stateful", False) else jobs
+    jobs = 1 if flt.stateful else jobs
     if report is None and jobs > 1 and args.file != "-" and stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
         # A summary of a regular file can be counted in parts, one process per CPU.
         stream.close()
@@ -155,35 +161,44 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _filter_problem(local_filters: Path):
-    def problem(jail) -> str | None:
-        try:
-            load_reference(jail.filter, mode=jail.mode, search=[local_filters, SHIPPED_DIR],
-                           fail2ban_dir=jail.fail2ban_dir, accounts=account_uid)
-        except FilterError as error:
-            return str(error)
-        return None
-
-    return problem
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here: test-filter, whose start-up time counts in every benchmark, needs none of it.
     from agent.config import ConfigErrors, load_config
+    from agent.jails import filter_warnings, load_jail_filter
 
     path = Path(args.config)
+    filters = {}
+
+    def filter_problem(jail) -> str | None:
+        # The filter as the daemon loads it; kept for the warnings once the whole config is known.
+        try:
+            filters[jail.name] = load_jail_filter(jail, path.parent / "filter.d")
+        except (FilterError, OSError) as error:
+            return str(error)
+        return None
+
     try:
-        config = load_config(path, check_filter=_filter_problem(path.parent / "filter.d"))
+        config = load_config(path, check_filter=filter_problem)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=sys.stderr)
         count = len(errors.errors)
         print(f"jailwarden: {count} problem{'s' * (count != 1)} in the configuration", file=sys.stderr)
         return 1
+    # What the daemon would log at start: the configuration works, but not all of it as one may expect.
+    for name, flt in filters.items():
+        for warning in filter_warnings(config.jails[name], flt, config.sources.journal.enabled):
+            print(f"warning: {warning}", file=sys.stderr)
     enabled = [name for name, jail in config.jails.items() if jail.enabled]
     print(f"{path}: OK, {len(enabled)} jail{'s' * (len(enabled) != 1)} enabled"
           f"{': ' + ', '.join(enabled) if enabled else ''}; read {', '.join(map(str, config.files))}")
     return 0
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    from agent.teardown import teardown
+
+    return teardown(Path(args.config), sys.stdout, sys.stderr)
 
 
 def cmd_import_fail2ban(args: argparse.Namespace) -> int:
@@ -254,6 +269,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jailwarden", description="Intrusion-prevention agent.")
+    parser.add_argument("--version", action="version", version=f"jailwarden {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     test = commands.add_parser(
@@ -330,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     control("reload", cmd_reload, "reload the configuration",
             "Make the running agent re-read its configuration and filters; a configuration with "
             "problems is refused and the running one kept.")
+    teardown = commands.add_parser(
+        "teardown", help="remove the agent's firewall objects, bans included",
+        description="Remove what the agent made in the firewall (sets, chains, tables, hook rules, and so every "
+                    "ban) for each configured jail and each jail the store remembers, through the backends "
+                    "themselves. Stop the agent first. Exit status 1 if something could not be removed.")
+    teardown.add_argument("--config", default=DEFAULT_CONFIG, help=f"main config file (default {DEFAULT_CONFIG})")
+    teardown.set_defaults(func=cmd_teardown)
     return parser
 
 

@@ -2,6 +2,7 @@
 # Installs what jailwarden needs to build, run and test from a source checkout, and nothing
 # that is already there. The one list of system packages; later work extends it here.
 # Usage: packaging/deps.sh [VENV_DIR]      (root on Debian 12 / Ubuntu; idempotent)
+#        packaging/deps.sh --packaging   only what `make deb` / `make rpm` and the package tests need
 set -eu
 
 # Build: libsystemd-dev, pkg-config and gcc compile systemd-python; python3-venv makes the venv.
@@ -16,17 +17,19 @@ set -eu
 APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
 systemd rsyslog bsdutils openssh-server sshpass python3-pyroute2 python3-iptables python3-nftables"
 
-VENV=${1:-.venv}
-PYTHON=${PYTHON:-python3}
-here=$(cd "$(dirname "$0")/.." && pwd)
+# Packaging: debhelper, dh-python and fakeroot build the .deb (dpkg-buildpackage), lintian checks
+# it, rpm carries rpmbuild for the .spec, debootstrap makes the clean Debian 12 root of the
+# package install test.
+PACKAGING_PACKAGES="dpkg-dev debhelper dh-python python3-all fakeroot lintian rpm debootstrap"
 
-missing=""
-for pkg in $APT_PACKAGES; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $pkg"
-    fi
-done
-if [ -n "$missing" ]; then
+install_missing() {
+    missing=""
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing="$missing $pkg"
+        fi
+    done
+    [ -n "$missing" ] || return 0
     if [ "$(id -u)" -ne 0 ]; then
         echo "deps: missing system packages:$missing -- run as root or install them with apt-get" >&2
         exit 1
@@ -35,7 +38,18 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends $missing
+}
+
+if [ "${1:-}" = "--packaging" ]; then
+    install_missing $PACKAGING_PACKAGES
+    exit 0
 fi
+
+VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+install_missing $APT_PACKAGES
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "deps: jailwarden needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
