@@ -119,15 +119,6 @@ UNBOUND = "{UNB}"
 _EPOCH_PLACEHOLDER = re.compile(r"(?<!\\)\{(L?)EPOCH\}", re.IGNORECASE)
 _EPOCH = r"\d{10,11}\b(?:\.\d{3,6})?"
 _LONG_EPOCH = r"\d{10,11}(?:\d{3}(?:\.\d{1,6}|\d{3})?)?"
-# Patterns that need no word boundary in front or behind (they are anchored or say so).
-_NO_BOUND_BEFORE = re.compile(r"^\(*(?:\(\?\w+\))?(?:\^|\(*\*\*|\((?:\?:)?\^)")
-_NO_BOUND_AFTER = re.compile(r"(?<!\\)(?:\$\)?|\\b|\\s|\*\*\)*)$")
-_STARS = re.compile(r"^\(*(?:\(\?\w+\))?\(*\*\*|(?<!\\)\*\*\)*$")
-_CAPTURING_GROUP = re.compile(r"(?<!\(\?)(?<!\\)\((?!\?)")
-_ANCHORED_START = re.compile(r"^(?:\(\?\w+\))?(?:\^|\((?:\?:)?\^(?!\|))")
-_ANCHORED_END = re.compile(r"(?<![\\|])(?:\$\)?)$")
-_GLOBAL_FLAGS = re.compile(r"\(\?[a-z]+\)")
-_SPLIT_GROUP = re.compile(r"^((?:\(\?\w+\))?\^?(?:\(\?\w+\))?)(.*?)(\$?)$", re.DOTALL)
 
 
 class DateError(ValueError):
@@ -159,32 +150,124 @@ def _expand_directives(pattern: str) -> str:
     return _DIRECTIVE.sub(directive, pattern)
 
 
+# Where a date may begin or end: not between two word characters.
+_NOT_INSIDE_A_WORD = r"(?:(?<!\w)|(?!\w))"
+
+
+def _inline_flags(regex: str) -> tuple[str, str]:
+    """(the first global inline-flag group such as "(?i)", the regex without it)."""
+    at = 0
+    while (at := regex.find("(?", at)) != -1:
+        end = at + 2
+        while end < len(regex) and regex[end].isalpha() and regex[end].islower():
+            end += 1
+        if end > at + 2 and end < len(regex) and regex[end] == ")" and not _escaped(regex, at):
+            return regex[at:end + 1], regex[:at] + regex[end + 1:]
+        at += 2
+    return "", regex
+
+
+def _escaped(regex: str, index: int) -> bool:
+    backslashes = 0
+    while index - backslashes - 1 >= 0 and regex[index - backslashes - 1] == "\\":
+        backslashes += 1
+    return backslashes % 2 == 1
+
+
+def _head(regex: str) -> int:
+    """Where the pattern proper starts: after opening parentheses of plain groups."""
+    at = 0
+    while regex.startswith("(", at) and not regex.startswith("(?", at):
+        at += 1
+    return at
+
+
+def _tail(regex: str) -> int:
+    """Where the pattern proper ends: before closing parentheses."""
+    end = len(regex)
+    while end > 0 and regex[end - 1] == ")" and not _escaped(regex, end - 1):
+        end -= 1
+    return end
+
+
+def _starts_unbounded(regex: str) -> bool:
+    """Written to need no boundary in front: it starts at "^" (also as "(^" or "(?:^"), or with
+    the "**" marker that says so."""
+    rest = regex[_head(regex):]
+    return rest.startswith(("^", "**", "(?:^")) or rest.lstrip("(").startswith("**")
+
+
+def _ends_unbounded(regex: str) -> bool:
+    """Written to need no boundary behind: it ends at "$" (or "$)"), at "\\b" or "\\s", or with
+    the "**" marker."""
+    if regex.endswith(("$", "$)")) and not _escaped(regex, regex.rindex("$")):
+        return True
+    if regex.endswith(("\\b", "\\s")) and not _escaped(regex, len(regex) - 2):
+        return True
+    return regex[:_tail(regex)].endswith("**")
+
+
+def _without_markers(regex: str) -> str:
+    """The "**" no-boundary markers taken out where they stand: first or last in the pattern."""
+    head = _head(regex)
+    after_head = head + len(regex[head:]) - len(regex[head:].lstrip("("))
+    if regex.startswith("**", after_head):
+        regex = regex[:after_head] + regex[after_head + 2:]
+    tail = _tail(regex)
+    if regex[:tail].endswith("**") and not _escaped(regex, tail - 2):
+        regex = regex[:tail - 2] + regex[tail:]
+    return regex
+
+
+def _has_capturing_group(regex: str) -> bool:
+    in_class = False
+    for index, char in enumerate(regex):
+        if _escaped(regex, index):
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(" and not regex.startswith("(?", index) and not regex.endswith("(?", 0, index):
+            return True
+    return False
+
+
+def _grouped(regex: str) -> str:
+    """The date part of the regex as group 1, leaving a leading "^" and a trailing "$" outside."""
+    start = 1 if regex.startswith("^") else 0
+    end = len(regex) - 1 if regex.endswith("$") and not _escaped(regex, len(regex) - 1) else len(regex)
+    return f"{regex[:start]}({regex[start:end]}){regex[end:]}"
+
+
+def _anchored(regex: str) -> bool:
+    rest = regex[_head(regex):]
+    if rest.startswith("(?:"):
+        rest = rest[3:]
+    if rest.startswith("^") and not rest.startswith("^|"):
+        return True
+    ending = regex.rstrip(")")
+    return ending.endswith("$") and not _escaped(ending, len(ending) - 1) and not ending.endswith("|$")
+
+
 def _bounded(regex: str, before: bool | str, after: bool) -> tuple[str, bool]:
-    """The regex with word boundaries: a word boundary (or, with before="start", the start of
-    the line, after up to two non-word characters) and a word boundary behind. Returns the
-    regex and whether it is anchored to the start or end of the line."""
-    regex = regex.strip()
-    flags = _GLOBAL_FLAGS.search(regex)
-    if flags is not None:
-        regex = regex[:flags.start()] + regex[flags.end():]
-    bound_before = before if before and not _NO_BOUND_BEFORE.search(regex) else False
-    bound_after = after and not _NO_BOUND_AFTER.search(regex)
-    if not _CAPTURING_GROUP.search(regex):
-        # The cut-out is group 1: without a group of its own, the whole date is it.
-        regex = _SPLIT_GROUP.sub(r"\1(\2)\3", regex)
-    anchored = False
+    """The regex ready to search a line: group 1 is the date; in front of it the start of the
+    line (before="start", allowing up to two non-word characters such as "[") or a word
+    boundary, and a word boundary behind, unless the pattern says it needs none. Returns the
+    regex and whether it is tied to the start or the end of the line."""
+    flags, regex = _inline_flags(regex.strip())
+    bound_before = before if before and not _starts_unbounded(regex) else False
+    bound_after = after and not _ends_unbounded(regex)
+    regex = _without_markers(regex)
+    if not _has_capturing_group(regex):
+        regex = _grouped(regex)
     if bound_before == "start":
-        regex = r"^(?:\W{0,2})?" + regex
-        anchored = True
+        regex = r"^\W{0,2}" + regex
     elif bound_before:
-        regex = r"(?=^|\b|\W)" + regex
+        regex = _NOT_INSIDE_A_WORD + regex
     if bound_after:
-        regex += r"(?=\b|\W|$)"
-    anchored = anchored or bool(_ANCHORED_START.search(regex)) or bool(_ANCHORED_END.search(regex))
-    regex = _STARS.sub(lambda m: m.group().replace("**", ""), regex)
-    if flags is not None:
-        regex = flags.group() + regex
-    return regex, anchored
+        regex += _NOT_INSIDE_A_WORD
+    return flags + regex, bound_before == "start" or _anchored(regex)
 
 
 def _compile(name: str, regex: str) -> re.Pattern[str]:
@@ -195,14 +278,15 @@ def _compile(name: str, regex: str) -> re.Pattern[str]:
 
 
 def _epoch_template(name: str, line_begin: bool, long: bool) -> DateTemplate:
+    """A bare epoch number where logs write one: first on the line, or alone in brackets there
+    ("[1700000000.123]"); anywhere, also as an audit record's "audit(EPOCH:SERIAL)"."""
     number = _LONG_EPOCH if long else _EPOCH
     kind = "long-epoch" if long else "epoch"
+    in_brackets = rf"(?<=^\[)(?={number}\])"
     if line_begin:
-        regex, _ = _bounded(rf"((?P<square>(?<=^\[))?{number})(?(square)(?=\]))", "start", True)
-        return DateTemplate(name, _compile(name, regex), True, kind)
-    # At the start of the line, in "[...]" there, or as an audit record's "audit(EPOCH:N)".
-    regex, _ = _bounded(rf"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))"
-                        rf"{number})(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))", False, True)
+        return DateTemplate(name, _compile(name, rf"(?:^|{in_brackets})({number}){_NOT_INSIDE_A_WORD}"), True, kind)
+    in_audit = rf"(?<=\baudit\()(?={number}:\d+\))"
+    regex = rf"(?:^|{in_brackets}|{in_audit})({number}){_NOT_INSIDE_A_WORD}"
     return DateTemplate(name, _compile(name, regex), False, kind)
 
 
