@@ -91,7 +91,8 @@ class Commands:
         return {"filter": setup.filter.name, "backend": backend,
                 "backend_ok": problem is None, "backend_error": problem,
                 "active_bans": agent.pipeline.book.count(name), "tracked": setup.jail.tracked(),
-                "failures": counters.get("failures", 0), "bans": counters.get("bans", 0)}
+                "failures": counters.get("failures", 0), "bans": counters.get("bans", 0),
+                "lines_too_long": setup.filter.lines_too_long}
 
     def _jail(self, name: object) -> str:
         if not isinstance(name, str) or name not in self.agent.pipeline.jails:

@@ -43,6 +43,8 @@ def exposition(status: dict) -> str:
            [({"jail": name}, jail["active_bans"]) for name, jail in jails.items()])
     metric("tracked_addresses", "gauge", "Addresses with failures counting towards a ban, per jail.",
            [({"jail": name}, jail["tracked"]) for name, jail in jails.items()])
+    metric("lines_too_long_total", "counter", "Lines longer than the jail's filter searches (Fail2Ban filters: "
+           "8 KiB), not examined.", [({"jail": name}, jail["lines_too_long"]) for name, jail in jails.items()])
     metric("backend_up", "gauge", "1 when the jail's firewall backend works, 0 while it fails.",
            [({"jail": name, "backend": jail["backend"]}, 1.0 if jail["backend_ok"] else 0.0)
             for name, jail in jails.items()])

@@ -166,6 +166,7 @@ def test_prometheus_metrics_show_the_jails_counters(journal_namespace, tmp_path)
         assert samples['jailwarden_failures_total{jail="app"}'] == "2"
         assert samples['jailwarden_bans_total{jail="app"}'] == "1"
         assert samples['jailwarden_active_bans{jail="app"}'] == "1"
+        assert samples['jailwarden_lines_too_long_total{jail="app"}'] == "0"
         assert samples['jailwarden_backend_up{jail="app",backend="dry run"}'] == "1"
         assert float(samples['jailwarden_source_events_total{source="journal"}']) >= 2
         assert samples["jailwarden_store_up"] == "1"
