@@ -140,3 +140,45 @@ def test_installs_runs_and_purges_on_a_clean_debian_12(deb, debian_root):
                               "usr/share/doc/jailwarden") if (debian_root.path / path).exists()]
     assert not left
     assert debian_root.run("dpkg-query -W jailwarden").returncode != 0
+
+
+def _newer_version_of(deb: Path, work: Path) -> Path:
+    """The same package as version VERSION+1 (unpacked, its control file's Version raised, packed
+    again): what an upgrade installs over it."""
+    tree = work / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN/control"
+    control.write_text(re.sub(r"(?m)^Version: .*$", f"Version: {VERSION}+1", control.read_text()))
+    newer = work / f"jailwarden_{VERSION}+1_all.deb"
+    subprocess.run(["dpkg-deb", "-b", "--root-owner-group", str(tree), str(newer)], check=True, capture_output=True)
+    return newer
+
+
+def test_an_upgrade_keeps_a_changed_conffile_the_stored_bans_and_the_firewall(deb, debian_root, tmp_path):
+    """prerm upgrade must not tear the firewall down (only remove does), and the state stays."""
+    newer = _newer_version_of(deb, tmp_path)
+    for package in (deb, newer):
+        shutil.copy(package, debian_root.path / "tmp" / package.name)
+    install = debian_root.run(f"apt-get update -qq && apt-get install -y -qq --no-install-recommends /tmp/{deb.name}")
+    if install.returncode != 0 and "Could not resolve" in install.stdout + install.stderr:
+        pytest.skip(f"the Debian mirror cannot be reached from here: {install.stderr.strip()[-300:]}")
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    config = debian_root.path / "etc/jailwarden/jailwarden.toml"
+    config.write_text(config.read_text() + "\n# the administrator's own line\n")
+    stored = debian_root.run(
+        "python3 -I -c 'import sys; sys.path.insert(0, \"/usr/lib/jailwarden\"); import ipaddress; "
+        "from agent.bans import Ban; from agent.store import Changes, Store; "
+        "s = Store(\"/var/lib/jailwarden/jailwarden.db\"); a = ipaddress.ip_address(\"203.0.113.7\"); "
+        "s.commit(Changes(bans={(\"sshd\", a): Ban(\"sshd\", a, 1.0, 4e9, 1, \"test\")})); s.close()'")
+    assert stored.returncode == 0, stored.stderr
+
+    upgrade = debian_root.run(f"apt-get install -y -qq -o Dpkg::Options::=--force-confold /tmp/{newer.name}",
+                              network=False)
+    assert upgrade.returncode == 0, upgrade.stdout[-3000:] + upgrade.stderr[-3000:]
+    assert "firewall backend" not in upgrade.stdout + upgrade.stderr  # no teardown on upgrade
+    assert debian_root.run("dpkg-query -W -f '${Version}' jailwarden").stdout == f"{VERSION}+1"
+    assert "# the administrator's own line" in config.read_text()
+    bans = debian_root.run("python3 -I -c 'import sys; sys.path.insert(0, \"/usr/lib/jailwarden\"); "
+                           "from agent.store import Store; s = Store(\"/var/lib/jailwarden/jailwarden.db\"); "
+                           "print([str(b.address) for b in s.load(2.0).bans])'")
+    assert bans.stdout.strip() == "['203.0.113.7']", bans.stderr
