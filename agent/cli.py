@@ -18,7 +18,8 @@ from agent.host import account_uid
 from agent.cli_control import cmd_ban, cmd_bans, cmd_reload, cmd_status, cmd_unban
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
-from parsers.filter import FilterError, Verdict
+from parsers.errors import FilterError
+from parsers.filter import Verdict
 from parsers.filterfile import FAIL2BAN_DIR, load_reference
 
 DEFAULT_CONFIG = "/etc/jailwarden/jailwarden.toml"

@@ -12,7 +12,8 @@ from agent.host import account_uid
 from agent.jail import Jail
 from agent.pipeline import JailSetup
 from parsers.fail2ban_reference import is_fail2ban_reference
-from parsers.filter import Filter, FilterError, is_trusted_match
+from parsers.errors import FilterError
+from parsers.filter import Filter, is_trusted_match
 from parsers.filterfile import SHIPPED_DIR, load_reference
 
 

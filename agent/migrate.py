@@ -17,7 +17,7 @@ from agent.migrate_actions import ban_actions, firewall_backend
 from agent.migrate_ini import JailConfig, Location
 from agent.migrate_toml import Document, duration
 from agent.migrate_values import Reference, increment, ignore_entry, references, seconds, split_words
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 from parsers.filterfile import SHIPPED_DIR, load_filter
 
 _DEFAULT = "DEFAULT"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 AccountLookup = Callable[[str], int | None]
 _ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)

@@ -24,7 +24,7 @@ from parsers.fail2ban_ini import read_filter_config
 from parsers.fail2ban_match import LineMatcher
 from parsers.fail2ban_options import FilterOptions, resolve_options
 from parsers.fail2ban_reference import DEFAULT_DIR, filter_base, is_fail2ban_reference, parse_reference
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 __all__ = ["DEFAULT_DIR", "Fail2BanFilter", "is_fail2ban_reference", "journal_line", "load_fail2ban_filter",
            "parse_reference"]

@@ -8,7 +8,7 @@ import re
 import shlex
 
 from parsers.accounts import AccountLookup, uids
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 # Which strings a regex such as "(?:dovecot(?:-auth)?|auth)" matches is read from its parse
 # tree. Python has no public API for that; re._parser is the one place it exists (3.11+). A

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 DEFAULT = "DEFAULT"
 INCLUDES = "INCLUDES"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from parsers.fail2ban_ini import Fail2BanConfig
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 DEFINITION = "Definition"
 # The [Definition] keys Fail2Ban reads for a filter; any other key is only there to be referenced.

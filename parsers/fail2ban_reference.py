@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 DEFAULT_DIR = Path("/etc/fail2ban")
 PREFIX = "fail2ban:"

@@ -15,7 +15,9 @@ from typing import Mapping
 
 from parsers.accounts import AccountLookup, uids
 from parsers.fail2ban_reference import DEFAULT_DIR as FAIL2BAN_DIR, is_fail2ban_reference
-from parsers.filter import Filter, FilterError, Regex
+from parsers.errors import FilterError
+from parsers.filter import Filter
+from parsers.regexlist import Regex
 
 SHIPPED_DIR = Path(__file__).parent / "filters"
 

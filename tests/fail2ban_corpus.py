@@ -37,7 +37,8 @@ if str(ROOT) not in sys.path:
 
 from agent.events import LogEvent  # noqa: E402
 from parsers.fail2ban import Fail2BanFilter, journal_line, load_fail2ban_filter  # noqa: E402
-from parsers.filter import FilterError, Verdict  # noqa: E402
+from parsers.errors import FilterError  # noqa: E402
+from parsers.filter import Verdict  # noqa: E402
 
 CACHE = ROOT / "tests" / ".cache" / "fail2ban"
 # The counts tests/integration/test_fail2ban_corpus.py holds every filter to.

@@ -7,7 +7,7 @@ import pytest
 from f2b_trees import COMMON, SSHLIKE, definition, sshlike, write_tree
 
 from parsers.fail2ban import is_fail2ban_reference, load_fail2ban_filter, parse_reference
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 LINE = "Nov  3 10:20:30 web1 {tag}: {message}"
 

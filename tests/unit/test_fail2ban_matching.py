@@ -22,7 +22,7 @@ from agent.testfilter import FilterTester
 from parsers.fail2ban import journal_line, load_fail2ban_filter
 from parsers.fail2ban_filter import MAX_LINE
 from parsers.fail2ban_state import MAX_STATE_BYTES
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 
 NOW = 1795529641.0
 CORPUS_FILTERS = Path(__file__).parents[1] / ".cache" / "fail2ban" / "root" / "etc" / "fail2ban"

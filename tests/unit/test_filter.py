@@ -8,7 +8,7 @@ import pytest
 
 from agent.events import LogEvent
 from agent.host import account_uid
-from parsers.filter import FilterError
+from parsers.errors import FilterError
 from parsers.filterfile import filter_from_dict, find_filter, load_filter
 from parsers.regexlits import required_literal
 
