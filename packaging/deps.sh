@@ -19,8 +19,9 @@ systemd rsyslog bsdutils openssh-server sshpass python3-pyroute2 python3-iptable
 
 # Packaging: debhelper, dh-python and fakeroot build the .deb (dpkg-buildpackage), lintian checks
 # it, rpm carries rpmbuild for the .spec, debootstrap makes the clean Debian 12 root of the
-# package install test.
-PACKAGING_PACKAGES="dpkg-dev debhelper dh-python python3-all fakeroot lintian rpm debootstrap"
+# package install test, and systemd-container's systemd-nspawn boots that root with systemd as
+# its PID 1 to run the unit as a real service.
+PACKAGING_PACKAGES="dpkg-dev debhelper dh-python python3-all fakeroot lintian rpm debootstrap systemd-container"
 
 install_missing() {
     missing=""

@@ -82,7 +82,7 @@ UNIT = REPO / "packaging/systemd/jailwarden.service"
 
 def test_unit_is_hardened_and_scores_low_exposure():
     text = UNIT.read_text()
-    for setting in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID",
+    for setting in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ExecReload=/usr/sbin/jailwarden reload",
                     "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "SupplementaryGroups=systemd-journal",
                     "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
                     "StateDirectory=jailwarden", "RuntimeDirectory=jailwarden",
