@@ -25,12 +25,12 @@ from agent.metrics import MetricsServer
 from agent.notify import Notifier
 from agent.pipeline import Outcome, Pipeline
 from agent.recording import Recorder
+from agent.store import STORE_FILE
 from agent.sources import SourceError, source_class
 from agent.sources.journal import Position
 
 log = logging.getLogger("jailwarden")
 
-STORE_FILE = "jailwarden.db"
 DRY_RUN_STORE_FILE = "dry-run.db"
 LEGACY_CHECKPOINT = "checkpoint.json"  # what versions before the store kept; imported once
 

@@ -64,6 +64,13 @@ def backend_settings(config: Config, jail: str) -> tuple[str, str]:
     return backend_name(config, jail), json.dumps(backend_options(config, jail), sort_keys=True, default=str)
 
 
+def rebuilt_backend(jail: str, name: str, options: str) -> Backend:
+    """The backend `backend_settings` described, built again from the store's (name, options JSON)
+    to tear down what it made; raises what building a backend raises (TypeError for options
+    that backend no longer takes)."""
+    return backend_class(name)(jail, **json.loads(options))
+
+
 def build_backends(config: Config, jails: list[str]) -> tuple[dict[str, Backend], list[str]]:
     """One backend instance per jail, with [firewall.NAME] options and the jail's port scoping
     (backend "auto" decided by what the host's firewall uses); a jail whose backend cannot be

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.addresses import Address
 from agent.bans import Ban
-from agent.enforcement import backend_settings
+from agent.enforcement import backend_settings, rebuilt_backend
 from agent.sources.journal import Position
-from firewall import BackendError, backend_class
+from firewall import BackendError
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -113,8 +112,7 @@ async def _tear_down_old_backends(agent: Agent, stored: dict[str, tuple[str, str
         else:
             why = "it is no longer configured"
         try:
-            backend = backend_class(name)(jail, **json.loads(options))
-            await asyncio.to_thread(backend.teardown)
+            await asyncio.to_thread(rebuilt_backend(jail, name, options).teardown)
         except (BackendError, ImportError, OSError, ValueError, TypeError) as error:
             log.error("jail %s: %s, but what backend %s made cannot be removed: %s; %s", jail, why, name, error,
                       "tried again at the next start" if jail not in agent.pipeline.jails else "remove it by hand")

@@ -21,6 +21,8 @@ from agent.bans import Ban
 
 log = logging.getLogger("jailwarden.store")
 
+STORE_FILE = "jailwarden.db"  # in state_dir
+
 VERSION = 2  # PRAGMA user_version of the schema below; bump it with a migration in _create_or_check
 
 # Strings rather than packed addresses so the file stays readable with the sqlite3 shell.
@@ -380,6 +382,20 @@ class Store:
     def _error(self, doing: str, error: sqlite3.Error) -> StoreError:
         hint = _HINTS.get(getattr(error, "sqlite_errorcode", -1) & 0xFF)
         return StoreError(f"{self.path}: {doing}: {error}" + (f"; {hint}" if hint else ""))
+
+
+def read_backends(path: Path) -> dict[str, tuple[str, str]]:
+    """{jail: (backend, options JSON)} as the store at `path` records them, read without writing
+    (for `jailwarden teardown`, with the agent stopped); empty when there is no such store, or
+    it is one from before backends were recorded, or unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return {jail: (backend, options) for jail, backend, options
+                    in db.execute("SELECT jail, backend, options FROM backends")}
+    except sqlite3.Error:
+        return {}
 
 
 def _create_private(path: Path) -> None:

@@ -9,28 +9,11 @@ removed from the config, or moved to another backend, since the agent last ran).
 
 from __future__ import annotations
 
-import json
 import socket
-import sqlite3
 from pathlib import Path
 from typing import TextIO
 
-from firewall import BackendError, backend_class
-
-STORE_FILE = "jailwarden.db"  # agent/daemon.py's, not imported: the daemon pulls in every source
-
-
-def stored_backends(state_dir: Path) -> dict[str, tuple[str, str]]:
-    """{jail: (backend, options JSON)} as the agent last recorded them; empty without a store."""
-    path = state_dir / STORE_FILE
-    if not path.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return {jail: (backend, options) for jail, backend, options
-                    in db.execute("SELECT jail, backend, options FROM backends")}
-    except sqlite3.Error:  # a store from before backends were recorded, or unreadable
-        return {}
+from firewall import BackendError
 
 
 def agent_running(path: Path) -> bool:
@@ -46,9 +29,10 @@ def agent_running(path: Path) -> bool:
 def teardown(config_path: Path, out: TextIO, err: TextIO) -> int:
     """0 when everything found was removed (or nothing was there), 1 when something could not be."""
     from agent.config import ConfigErrors, load_config
-    from agent.enforcement import backend_options, backend_settings
+    from agent.enforcement import backend_settings, rebuilt_backend
+    from agent.store import STORE_FILE, read_backends
 
-    wanted: dict[tuple[str, str, str], dict] = {}  # (jail, backend, options JSON) -> options
+    wanted: dict[tuple[str, str, str], None] = {}  # (jail, backend, options JSON), configured ones first
     state_dir, control = Path("/var/lib/jailwarden"), Path("/run/jailwarden/control.sock")
     try:
         config = load_config(config_path)
@@ -57,19 +41,17 @@ def teardown(config_path: Path, out: TextIO, err: TextIO) -> int:
                   f"store at {state_dir} names\n")
     else:
         state_dir, control = config.agent.state_dir, config.agent.socket
-        for jail in config.jails:
-            wanted[(jail, *backend_settings(config, jail))] = backend_options(config, jail)
+        wanted.update(((jail, *backend_settings(config, jail)), None) for jail in config.jails)
     if agent_running(control):
         err.write(f"jailwarden: the agent is running (it answers on {control}): stop it first, or it puts "
                   "its bans back\n")
         return 1
-    for jail, (name, options) in stored_backends(state_dir).items():
-        wanted.setdefault((jail, name, options), json.loads(options))
+    wanted.update(((jail, *settings), None) for jail, settings in read_backends(state_dir / STORE_FILE).items())
     status = 0
-    for (jail, name, _), options in wanted.items():
+    for jail, name, options in wanted:
         try:
-            backend_class(name)(jail, **options).teardown()
-        except (BackendError, ImportError, OSError, ValueError) as error:
+            rebuilt_backend(jail, name, options).teardown()
+        except (BackendError, ImportError, OSError, ValueError, TypeError) as error:
             err.write(f"jailwarden: jail {jail}: firewall backend {name}: not removed: {error}\n")
             status = 1
         else:
