@@ -10,7 +10,7 @@ import re
 
 from . import BackendError, Target, refused_items
 from ._iptables_xt import NAME, VERDICTS, Tables, ban_rule, banned_sources, jump_rule, jumps_to, load_iptc
-from .targets import Network, as_network, as_target, check_ttl
+from .targets import Network, as_network, as_target, check_ttl, network_to_unban
 
 CHAIN_MAX = 28  # XT_EXTENSION_MAXNAMELEN 29 including the terminating NUL
 MULTIPORT_MAX = 15  # ports one multiport match holds
@@ -106,10 +106,7 @@ class IptablesBackend:
             raise refused_items(self.name, self.jail, len(items), refused)
 
     def unban(self, target: Target) -> None:
-        try:
-            network = as_network(target)
-        except (TypeError, ValueError) as error:
-            raise BackendError(self.name, f"unban {target!r} in jail {self.jail}", str(error)) from None
+        network = network_to_unban(self.name, self.jail, target)
         if network.version in self.versions:
             self._tables.change(network.version, f"unban {network} in jail {self.jail}",
                                 lambda table: self._remove(table, network))

@@ -13,7 +13,7 @@ import zlib
 
 from . import BackendError, Target, refused_items
 from ._route_netlink import KINDS, RECEIVE_TIMEOUT, Mark, Request, RouteSocket, describe, has_net_admin
-from .targets import Network, as_network, as_target, check_ttl
+from .targets import Network, as_network, as_target, check_ttl, network_to_unban
 
 # Routing protocol numbers at or above RTPROT_STATIC (4) are not interpreted by the kernel, only
 # stored and shown. 149 is unassigned in the kernel's rtnetlink.h and iproute2's rt_protos (8-18,
@@ -119,10 +119,7 @@ class RouteBackend:
             raise refused_items(self.name, self.jail, len(items), refused)
 
     def unban(self, target: Target) -> None:
-        try:
-            network = as_network(target)
-        except (TypeError, ValueError) as error:
-            raise BackendError(self.name, f"unban {target!r} in jail {self.jail}", str(error)) from None
+        network = network_to_unban(self.name, self.jail, target)
         action = f"unban {network} in jail {self.jail}"
         code = self._apply(action, [Request(network)])[network]
         if code not in (0, errno.ESRCH):  # ESRCH: no such route of ours, so not banned

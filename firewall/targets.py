@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 
-from . import Target
+from . import BackendError, Target
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
@@ -26,6 +26,15 @@ def as_network(target: object) -> Network:
             raise ValueError(f"{target} would ban every address")
         return target
     raise ValueError(f"{target!r} is not an ipaddress address or network")
+
+
+def network_to_unban(backend: str, jail: str, target: object) -> Network:
+    """`as_network(target)` for an unban, with a BackendError naming the unban when `target` is
+    no address or network."""
+    try:
+        return as_network(target)
+    except (TypeError, ValueError) as error:
+        raise BackendError(backend, f"unban {target!r} in jail {jail}", str(error)) from None
 
 
 def as_target(network: Network) -> Target:
