@@ -109,6 +109,7 @@ class SyslogConfig:
     listen: tuple[ListenAddress, ...] = (
         ListenAddress("udp", ipaddress.IPv4Address("127.0.0.1"), 5514),
         ListenAddress("tcp", ipaddress.IPv4Address("127.0.0.1"), 5514),
+        ListenAddress("relp", ipaddress.IPv4Address("127.0.0.1"), 5515),
     )
     allow: tuple[Network, ...] = _LOOPBACK
     # Lines from an allowed sender count as trusted: the forwarder is the administrator's own.

@@ -24,7 +24,7 @@ BACKENDS = ("auto", "ipset", "nftables", "iptables", "route", "hostsdeny", "log"
 
 @dataclass(slots=True, frozen=True)
 class ListenAddress:
-    transport: str  # "udp", "tcp" or "unix" (a datagram socket at `path`)
+    transport: str  # "udp", "tcp", "relp" (RELP over TCP) or "unix" (a datagram socket at `path`)
     host: Address | None = None
     port: int = 0
     path: str = ""
@@ -151,7 +151,8 @@ def network(value: object) -> Network:
 
 def listen(value: object) -> ListenAddress:
     text = nonempty_text(value)
-    example = "as in udp://127.0.0.1:5514, tcp://[::1]:5514 or unix:///run/jailwarden/syslog.sock"
+    example = ("as in udp://127.0.0.1:5514, tcp://[::1]:5514, relp://127.0.0.1:5515 or "
+               "unix:///run/jailwarden/syslog.sock")
     if text.startswith("unix:"):
         path = text.removeprefix("unix://")
         if not path.startswith("/") or path == text:
@@ -162,8 +163,8 @@ def listen(value: object) -> ListenAddress:
         port = url.port
     except ValueError:
         raise ValueError(f"{text!r} is not SCHEME://HOST:PORT with a port from 1 to 65535, {example}") from None
-    if url.scheme not in ("udp", "tcp"):
-        raise ValueError(f"{text!r}: the scheme must be udp://, tcp:// or unix://")
+    if url.scheme not in ("udp", "tcp", "relp"):
+        raise ValueError(f"{text!r}: the scheme must be udp://, tcp://, relp:// or unix://")
     if url.path or url.query or url.fragment or url.username or url.password:
         raise ValueError(f"{text!r}: only SCHEME://HOST:PORT is allowed, {example}")
     if port is None or not 1 <= port <= 65535:

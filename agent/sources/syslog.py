@@ -39,6 +39,7 @@ from agent.sources import Sink
 from agent.sources.syslog_limits import ProblemLog, SenderCheck
 from agent.sources.syslog_peers import LocalSenders, peer_address
 from agent.sources.syslog_sockets import bound_socket
+from agent.sources.syslog_relp import RelpConnection
 from agent.sources.syslog_tcp import SyslogConnection
 from parsers.framing import FramingError
 from parsers.syslog import SyslogError, parse_message
@@ -50,6 +51,7 @@ _DATAGRAMS_PER_WAKEUP = 256  # datagrams read from one socket before the loop ge
 _QUEUE_BYTES = 64 * 1024 * 1024  # message text queued at most, whatever queue_size allows
 _TCP_READ_SIZE = 64 * 1024  # bytes read from a TCP connection at once: at most ~20k tiny frames to parse
 _TCP_PAUSE_AT = 10_000  # queued events at which TCP reading pauses (resuming at half)
+_DRAIN_TIMEOUT = 0.5  # how long RELP clients get to read our last acknowledgements when we stop
 _FLUSH_INTERVAL = 10.0  # how often held-back problem lines are summed up
 _COUNTERS = (
     "received", "delivered", "malformed", "truncated", "oversize", "framing_errors", "dropped_not_allowed",
@@ -79,6 +81,7 @@ class SyslogSource:
         self.check_sender = SenderCheck(config.allow)
         self.problems = ProblemLog(_LOG)
         self.connections: set[SyslogConnection] = set()
+        self.draining: set[RelpConnection] = set()  # closed by us, waiting for the client's end
         self.paused = False  # TCP reading paused while the queue drains
         self._sink = sink
         self._queue: deque[LogEvent] = deque()
@@ -112,10 +115,11 @@ class SyslogSource:
         try:
             for listen in self.config.listen:
                 sock = bound_socket(listen)
-                if listen.transport == "tcp":
+                if listen.transport in ("tcp", "relp"):
+                    connection = RelpConnection if listen.transport == "relp" else SyslogConnection
                     try:
                         self._servers.append(await loop.create_server(
-                            lambda listen=listen: SyslogConnection(self, listen), sock=sock))
+                            lambda listen=listen, connection=connection: connection(self, listen), sock=sock))
                     except BaseException:
                         sock.close()
                         raise
@@ -310,6 +314,11 @@ class SyslogSource:
             server.close()
         for connection in list(self.connections):
             connection.close()
+        if self.draining:
+            await asyncio.wait([connection.drained for connection in self.draining], timeout=_DRAIN_TIMEOUT)
+            for connection in self.draining:
+                connection.abort()
+            self.draining.clear()
         for server in self._servers:
             await server.wait_closed()
         self._servers = []

@@ -20,7 +20,7 @@ def bound_socket(listen: ListenAddress) -> socket.socket:
     if listen.transport == "unix":
         return _unix_socket(listen)
     family = socket.AF_INET6 if listen.host.version == 6 else socket.AF_INET
-    tcp = listen.transport == "tcp"
+    tcp = listen.transport in ("tcp", "relp")
     sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:

@@ -61,7 +61,7 @@ class SyslogConnection(asyncio.BufferedProtocol):
                 return
             # Decided once: the peer's socket, and so its owner, lives as long as the connection.
             self.trusted = source.is_trusted("tcp", peer, transport.get_extra_info("sockname"))
-            self._decoder = FrameDecoder(source.config.max_message)
+            self._decoder = self._new_decoder(source.config.max_message)
             source.connections.add(self)
             source.counts["connections_accepted"] += 1
             loop = asyncio.get_running_loop()
@@ -98,10 +98,16 @@ class SyslogConnection(asyncio.BufferedProtocol):
         decoder, self._decoder = self._decoder, None
         if decoder is None:
             return
-        source = self._source
-        source.connections.discard(self)
+        self._source.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
+        self._end(decoder, deliver)
+
+    def _new_decoder(self, max_message: int) -> FrameDecoder:
+        return FrameDecoder(max_message)
+
+    def _end(self, decoder: FrameDecoder, deliver: bool) -> None:
+        source = self._source
         try:
             items = decoder.close()
             if items and deliver:
