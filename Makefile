@@ -42,9 +42,9 @@ deb: packaging-deps
 	cp -r packaging/debian $(DEB_TREE)/debian
 	cp packaging/systemd/jailwarden.service $(DEB_TREE)/debian/jailwarden.service
 	cd $(DEB_TREE) && dpkg-buildpackage -us -uc -b
-	cp build/deb/jailwarden_$(VERSION)_all.deb build/deb/jailwarden_$(VERSION)_*.buildinfo \
-		build/deb/jailwarden_$(VERSION)_*.changes dist/
-	lintian --fail-on error dist/jailwarden_$(VERSION)_all.deb
+	cp build/deb/jailwarden_$(VERSION)_all.deb build/deb/jailwarden-rsyslog_$(VERSION)_all.deb \
+		build/deb/jailwarden_$(VERSION)_*.buildinfo build/deb/jailwarden_$(VERSION)_*.changes dist/
+	lintian --fail-on error dist/jailwarden_$(VERSION)_all.deb dist/jailwarden-rsyslog_$(VERSION)_all.deb
 
 RPM_TOP := $(CURDIR)/build/rpm
 
@@ -53,4 +53,5 @@ rpm: packaging-deps
 	tar -cz --exclude=__pycache__ --exclude='*.pyc' --transform 's,^,jailwarden-$(VERSION)/,' \
 		-f $(RPM_TOP)/SOURCES/jailwarden-$(VERSION).tar.gz $(PRODUCT)
 	rpmbuild -bb --define "_topdir $(RPM_TOP)" --define "version $(VERSION)" --nodeps packaging/rpm/jailwarden.spec
-	cp $(RPM_TOP)/RPMS/noarch/jailwarden-$(VERSION)-*.noarch.rpm dist/
+	cp $(RPM_TOP)/RPMS/noarch/jailwarden-$(VERSION)-*.noarch.rpm \
+		$(RPM_TOP)/RPMS/noarch/jailwarden-rsyslog-$(VERSION)-*.noarch.rpm dist/

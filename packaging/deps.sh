@@ -15,7 +15,7 @@ set -eu
 # The tests start their own rsyslogd and sshd; on a host whose init starts services, installing
 # these starts the system's as usual.
 APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
-systemd rsyslog bsdutils openssh-server sshpass python3-pyroute2 python3-iptables python3-nftables"
+systemd rsyslog rsyslog-relp bsdutils openssh-server sshpass python3-pyroute2 python3-iptables python3-nftables"
 
 # Packaging: debhelper, dh-python and fakeroot build the .deb (dpkg-buildpackage), lintian checks
 # it, rpm carries rpmbuild for the .spec, debootstrap makes the clean Debian 12 root of the
