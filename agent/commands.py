@@ -45,7 +45,7 @@ class Commands:
         return {"version": VERSION, "dry_run": agent.dry_run, "uptime": now - agent.started,
                 "store_error": agent.recorder.error,
                 "jails": {name: self._jail_status(name) for name in agent.pipeline.jails},
-                "sources": sources}
+                "sources": sources, "fleet": agent.fleet.stats() if agent.fleet is not None else None}
 
     def bans(self, jail: str | None = None) -> list[dict]:
         now = time.time()

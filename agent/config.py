@@ -17,6 +17,8 @@ from typing import Any
 
 from agent.addresses import Network
 from agent.bans import WEEK, BanPolicy, BantimeIncrement
+from agent.fleet_config import FLEET_KEYS, JAIL_FLEET_KEYS, FleetConfig, redis_url
+from agent.fleet_config import prefix as fleet_prefix
 from agent.config_values import (
     ListenAddress,
     absolute_path,
@@ -149,6 +151,10 @@ class JailConfig:
     ports: tuple[int, ...] = ()
     protocol: str = "tcp"
     fail2ban_dir: Path = Path("/etc/fail2ban")  # the agent's, for a "fail2ban:NAME" filter
+    # With [fleet]: publish this jail's bans, apply the other nodes', count failures fleet-wide.
+    share: bool = True
+    accept: bool = True
+    fleet_count: bool = False
 
     @property
     def policy(self) -> BanPolicy:
@@ -169,6 +175,7 @@ class Config:
     files: tuple[Path, ...]  # the files read, main file first
     firewall: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> its options
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    fleet: FleetConfig | None = None  # None: this agent decides alone
 
 
 def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None,
@@ -255,7 +262,7 @@ _AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "ke
                "reconcile_interval", "fail2ban_dir")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
-    "require_trusted", "ports", "protocol",
+    "require_trusted", "ports", "protocol", *JAIL_FLEET_KEYS,
 )  # fmt: skip
 _JOURNAL_KEYS = ("enabled", "namespace", "path", "poll_interval")
 _SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "trusted_uids", "max_message", "max_connections", "idle_timeout",
@@ -272,7 +279,7 @@ class _Checker:
         self.errors: list[ConfigError] = []
 
     def config(self, document: dict, files: tuple[Path, ...]) -> Config:
-        self.table(document, (), ("agent", "sources", "firewall", "jails", "metrics"))
+        self.table(document, (), ("agent", "sources", "firewall", "jails", "metrics", "fleet"))
         agent = AgentConfig(**self.agent(self.table(document.get("agent", {}), ("agent",), _AGENT_KEYS)))
         sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
         journal = self.table(sources.get("journal", {}), ("sources", "journal"), _JOURNAL_KEYS)
@@ -302,7 +309,23 @@ class _Checker:
             firewall=self.firewall(self.table(document.get("firewall", {}), ("firewall",), tuple(FIREWALL_OPTIONS))),
             metrics=MetricsConfig(**self.read(self.table(document.get("metrics", {}), ("metrics",), ("listen",)),
                                               ("metrics",), {"listen": http_listen})),
+            fleet=self.fleet(document["fleet"]) if "fleet" in document else None,
         )
+
+    def fleet(self, raw: object) -> FleetConfig | None:
+        path = ("fleet",)
+        table = self.table(raw, path, FLEET_KEYS)
+        values = self.read(table, path, {
+            "url": redis_url, "node": nonempty_text, "key_file": absolute_path, "username": nonempty_text,
+            "password_file": absolute_path, "ca_file": absolute_path, "prefix": fleet_prefix,
+            "stream_maxlen": positive_int, "buffer": positive_int,
+        })
+        for key in ("url", "key_file"):
+            if key not in table:
+                self.error(path + (key,), "required in [fleet]")
+        if "url" not in values or "key_file" not in values:
+            return None
+        return FleetConfig(**values)
 
     def firewall(self, table: dict) -> dict[str, dict[str, Any]]:
         options = {}
@@ -336,6 +359,9 @@ class _Checker:
                 "backend": backend,
                 "require_trusted": boolean,
                 "protocol": choice("tcp", "udp"),
+                "share": boolean,
+                "accept": boolean,
+                "fleet_count": boolean,
             },
         )
         values |= self.read_lists(table, path, {"ports": port})

@@ -19,6 +19,7 @@ from agent.config_values import format_duration
 from agent.control import ControlError, ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
+from agent.fleet import Fleet, FleetError
 from agent.host import read_own_addresses
 from agent.jails import build_jails
 from agent.metrics import MetricsServer
@@ -60,6 +61,8 @@ class Agent:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.enforcer: Enforcer | None = None
+        self.fleet: Fleet | None = None
+        self.fleet_position: str | None = None  # the stored position in the fleet's stream
         self._stopping: asyncio.Event | None = None
         self._running = False  # set once bans are restored and sources started
         self._exit_status = 0
@@ -86,15 +89,17 @@ class Agent:
         if outcome.kind in ("banned", "counted", "extended", "held"):
             self.counters[outcome.jail]["failures"] += 1
         if outcome.kind == "banned":
-            self._banned(outcome.ban)
+            self.banned(outcome.ban)
         elif outcome.kind == "extended":
             # The same ban ending later, not a new one: worded apart from "ban ADDR", which the
             # recidive filter counts.
             ban = outcome.ban
-            self._enforce(ban)
+            self.enforce(ban)
             until = "permanent" if ban.permanent else f"{format_duration(ban.end - outcome.decision.time)} from now"
             log.warning("%s ban of %s extended: %s (offence %d)", where, ban.address, until, ban.offence)
         elif outcome.kind == "counted":
+            if self.fleet is not None and self.config.jails[outcome.jail].fleet_count:
+                self.fleet.count(outcome.jail, failure.address, failure.time)
             # At debug level when enforcing: under a flood, a line per failure would add most of
             # the attack's own volume to the journal again (bans are logged at warning).
             log.log(self._failure_level, "%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
@@ -110,15 +115,18 @@ class Agent:
                    "covered": "it is older than the address's current ban"}
             log.debug("%s line naming %s not counted: %s", where, failure.address, why.get(outcome.kind, outcome.kind))
 
-    def _banned(self, ban: Ban) -> None:
+    def banned(self, ban: Ban, share: bool = True) -> None:
+        """A new ban: counted, into the firewall and the store, logged, and (`share`) told to the fleet."""
         self.counters[ban.jail]["bans"] += 1
-        self._enforce(ban)
-        length = "permanently" if ban.permanent else f"for {format_duration(ban.end - ban.start)}"
+        self.enforce(ban)
+        if share and self.fleet is not None:
+            self.fleet.publish("ban", ban, time.time())
+        length = "permanently" if ban.permanent else f"for {format_duration(round(ban.end - ban.start))}"
         mode = " [dry run: no firewall change]" if self.dry_run else ""
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
                     ban.reason, mode)
 
-    def _enforce(self, ban: Ban) -> None:
+    def enforce(self, ban: Ban) -> None:
         """The ban into the firewall and the store (as new, or with its new end)."""
         if self.enforcer is not None:
             self.enforcer.ban(ban.jail, ban.address, ban.end)
@@ -151,7 +159,7 @@ class Agent:
     def manual_ban(self, jail: str, address: Address, seconds: float | None) -> Ban:
         policy = self.pipeline.jails[jail].policy if seconds is None else BanPolicy(seconds)
         ban = self.pipeline.book.ban((jail, address), time.time(), policy, reason="manual ban")
-        self._banned(ban)
+        self.banned(ban)
         return ban
 
     def manual_unban(self, jail: str | None, address: Address | None) -> list[Ban]:
@@ -165,6 +173,8 @@ class Agent:
             if setup is not None:
                 setup.jail.forget(ban.address)
             self.lift(ban, now, "manual unban")
+            if self.fleet is not None:
+                self.fleet.publish("unban", ban, now)
         return bans
 
     async def reload(self) -> list[str]:
@@ -212,6 +222,13 @@ class Agent:
         now = time.time()
         legacy = None if self.dry_run else self.config.agent.state_dir / LEGACY_CHECKPOINT
         await restore.restore(self, now, legacy)
+        if self.config.fleet is not None:
+            try:
+                self.fleet = Fleet(self.config.fleet, self)
+                await self.fleet.start(self.fleet_position)
+            except FleetError as error:
+                log.error("%s; running without the fleet", error)
+                self.fleet = None
         await self.start_sources(now)
         if not self.sources:
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
@@ -249,6 +266,8 @@ class Agent:
                 log.error("%s had failed: %r", task.get_name(), result)
         for source in self.sources:
             await source.stop()
+        if self.fleet is not None:
+            await self.fleet.stop()
         if self.control is not None:
             await self.control.stop()
         if self.metrics is not None:
@@ -324,6 +343,8 @@ class Agent:
         if position is not None:
             self.saved_position = position
         positions = {"journal": self.saved_position.text()} if self.saved_position else {}
+        if self.fleet is not None:
+            positions["fleet"] = self.fleet.position
         windows, complete = {}, set()
         for name, setup in self.pipeline.jails.items():
             windows[name], whole = setup.jail.changed_windows(name in everything)
