@@ -94,7 +94,7 @@ class Fleet:
 
     def count(self, jail: str, address: Address, when: float) -> None:
         """Add a failure to the fleet's count for `address` in `jail`."""
-        if len(self._to_count) >= _COUNT_QUEUE or not self.connected:
+        if len(self._to_count) >= _COUNT_QUEUE or self._down_since is not None:  # full, or Redis known down
             self.counts["count_dropped"] += 1
             return
         self._to_count.append((jail, address, when))
