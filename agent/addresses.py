@@ -100,6 +100,10 @@ class AddressSet:
                 return True
         return False
 
+    def overlaps(self, network: Network) -> bool:
+        """Does any address or network of the set lie in `network`, or contain it?"""
+        return any(member.version == network.version and member.overlaps(network) for member in self._networks)
+
     def __or__(self, other: AddressSet) -> AddressSet:
         return AddressSet(self._networks + other._networks)
 

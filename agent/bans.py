@@ -10,6 +10,8 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
+from ipaddress import IPv4Network, IPv6Network
+
 from agent.addresses import Address, normalise
 from agent.jail import BanDecision
 
@@ -18,7 +20,8 @@ WEEK = 7 * 24 * 3600.0
 
 @dataclass(slots=True, frozen=True)
 class Ban:
-    """`address` banned in `jail` from `start` to `end` (`math.inf`: permanent).
+    """`address` (or a network, banned for aggregation by prefix) banned in `jail` from `start` to
+    `end` (`math.inf`: permanent).
 
     `offence` is 1 for the address's first ban in this jail within the ban history, 2 for the
     next, and so on.
@@ -124,7 +127,8 @@ class BanBook:
             reason = reason or f"{target.failures} {target.failure.filter} failures"
         else:
             jail, address = target
-            address = normalise(address)
+            if not isinstance(address, (IPv4Network, IPv6Network)):  # a network: aggregation by prefix
+                address = normalise(address)
         bans = self._active.get(jail)
         if bans is None:
             bans = self._active[jail] = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.addresses import Network
 from agent.bans import WEEK, BanPolicy, BantimeIncrement
+from agent.prefixes import Aggregation
 from agent.fleet_config import FLEET_KEYS, JAIL_FLEET_KEYS, FleetConfig, redis_url
 from agent.fleet_config import prefix as fleet_prefix
 from agent.config_values import (
@@ -155,6 +156,8 @@ class JailConfig:
     share: bool = True
     accept: bool = True
     fleet_count: bool = False
+    # Ban a whole /24 or /64 once this many of its addresses were banned within a window; None: off.
+    aggregate: Aggregation | None = None
 
     @property
     def policy(self) -> BanPolicy:
@@ -262,7 +265,7 @@ _AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "ke
                "reconcile_interval", "fail2ban_dir")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
-    "require_trusted", "ports", "protocol", *JAIL_FLEET_KEYS,
+    "require_trusted", "ports", "protocol", "aggregate", *JAIL_FLEET_KEYS,
 )  # fmt: skip
 _JOURNAL_KEYS = ("enabled", "namespace", "path", "poll_interval")
 _SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "trusted_uids", "max_message", "max_connections", "idle_timeout",
@@ -373,10 +376,30 @@ class _Checker:
             others = difflib.get_close_matches(name, [other for other in jails if other != name], n=1)
             hint = f" (is this meant to be jail {others[0]!r}?)" if others else ""
             self.error(path + ("filter",), f"required: every jail names its filter{hint}")
+        if "aggregate" in table:
+            values["aggregate"] = self.aggregate(table["aggregate"], path + ("aggregate",))
         if "bantime_increment" in table:
             increment = self.increment(table["bantime_increment"], path + ("bantime_increment",), values)
             values["bantime_increment"] = increment
         return JailConfig(name=name, filter=values.pop("filter", ""), **values)
+
+    def aggregate(self, raw: object, path: tuple[str, ...]) -> Aggregation | None:
+        if raw is False:
+            return None
+        if raw is True:
+            return Aggregation()
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a table such as {{ bans = 5, window = \"1h\" }}, or true/false; "
+                             f"got {describe(raw)}")
+            return None
+        table = self.table(raw, path, ("bans", "window", "ipv4", "ipv6"))
+        values = self.read(table, path, {"bans": positive_int, "window": parse_duration, "ipv4": positive_int,
+                                         "ipv6": positive_int})
+        try:
+            return Aggregation(**values)
+        except ValueError as error:
+            self.error(path, str(error))
+            return None
 
     def increment(self, raw: object, path: tuple[str, ...], jail: dict[str, Any]) -> BantimeIncrement | None:
         if raw is False:

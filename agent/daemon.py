@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from agent import restore
-from agent.addresses import Address, AddressSet
+from agent.addresses import Address, AddressSet, Network
 from agent.bans import Ban, BanBook, BanPolicy
 from agent.commands import Commands
 from agent.config import Config
@@ -121,6 +121,11 @@ class Agent:
         self.enforce(ban)
         if share and self.fleet is not None:
             self.fleet.publish("ban", ban, time.time())
+        prefix = self.pipeline.aggregate(ban, time.time())
+        if isinstance(prefix, str):
+            log.warning("jail %s: not banning the prefix of %s: %s", ban.jail, ban.address, prefix)
+        elif prefix is not None:
+            self.banned(prefix, share)
         length = "permanently" if ban.permanent else f"for {format_duration(round(ban.end - ban.start))}"
         mode = " [dry run: no firewall change]" if self.dry_run else ""
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
@@ -146,14 +151,16 @@ class Agent:
 
     # -- what the control socket asks
 
-    def protection(self, jail: str, address: Address) -> str | None:
-        """Why `address` must not be banned in `jail`, or None."""
+    def protection(self, jail: str, address: Address | Network) -> str | None:
+        """Why `address` (or a network: anything in it) must not be banned in `jail`, or None."""
+        network = isinstance(address, Network)
         if address.is_loopback:
             return "it is a loopback address"
-        if address in self.pipeline.protected:
-            return "it is one of this host's own addresses"
-        if self.pipeline.jails[jail].jail.is_ignored(address):
-            return f"it is on jail {jail}'s ignore list"
+        if self.pipeline.protected.overlaps(address) if network else address in self.pipeline.protected:
+            return "it is one of this host's own addresses" if not network else "it holds this host's addresses"
+        ignore = self.pipeline.jails[jail].jail.ignore
+        if ignore.overlaps(address) if network else self.pipeline.jails[jail].jail.is_ignored(address):
+            return f"it is on jail {jail}'s ignore list" if not network else f"it overlaps jail {jail}'s ignore list"
         return None
 
     def manual_ban(self, jail: str, address: Address, seconds: float | None) -> Ban:

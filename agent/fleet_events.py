@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from agent.addresses import Address, parse_address
+from agent.addresses import Address, Network, parse_address, parse_network
 
 VERSION = 1
 _KINDS = ("ban", "unban")
@@ -28,7 +28,7 @@ class FleetEvent:
 
     kind: str
     jail: str
-    address: Address
+    address: Address | Network  # a network: a ban by prefix aggregation
     start: float
     end: float
     reason: str
@@ -75,13 +75,17 @@ def decode(fields: dict[bytes, bytes], key: bytes) -> FleetEvent:
         kind, end = data["kind"], data["end"]
         if kind not in _KINDS:
             raise RejectedEvent(f"unknown kind {kind!r}")
-        return FleetEvent(kind, str(data["jail"]), parse_address(str(data["address"])), float(data["start"]),
+        return FleetEvent(kind, str(data["jail"]), _target(str(data["address"])), float(data["start"]),
                           math.inf if end is None else float(end), str(data["reason"])[:200], str(data["node"])[:64],
                           float(data["time"]))
     except RejectedEvent:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise RejectedEvent(f"malformed event: {error!r}") from None
+
+
+def _target(text: str) -> Address | Network:
+    return parse_network(text) if "/" in text else parse_address(text)
 
 
 def failures_key(prefix: str, jail: str, address: Address) -> str:

@@ -11,6 +11,7 @@ from agent.config import Config, JailConfig
 from agent.host import account_uid
 from agent.jail import Jail
 from agent.pipeline import JailSetup
+from agent.prefixes import PrefixTracker
 from parsers.fail2ban_reference import is_fail2ban_reference
 from parsers.errors import FilterError
 from parsers.filter import Filter, is_trusted_match
@@ -52,7 +53,8 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
         problems += filter_warnings(jail, flt, config.sources.journal.enabled)
         counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
                        require_trusted=jail.require_trusted)
-        setups.append(JailSetup(name, flt, counter, jail.policy, fingerprint))
+        prefixes = PrefixTracker(jail.aggregate) if jail.aggregate is not None else None
+        setups.append(JailSetup(name, flt, counter, jail.policy, fingerprint, prefixes))
     return setups, problems
 
 

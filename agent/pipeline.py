@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from agent.addresses import AddressSet
+from agent.addresses import AddressSet, Network
 from agent.bans import Ban, BanBook, BanPolicy
 from agent.events import LogEvent
 from agent.jail import BanDecision, Jail
+from agent.prefixes import PrefixTracker
 from agent.router import Router
 from parsers.filter import Failure, Filter
 
@@ -24,6 +25,7 @@ class JailSetup:
     jail: Jail
     policy: BanPolicy
     fingerprint: str = ""  # of the filter file and mode it was built from, so a reload sees a change
+    prefixes: PrefixTracker | None = None  # aggregation by prefix, if the jail has it
 
 
 class Outcome(NamedTuple):
@@ -100,3 +102,19 @@ class Pipeline:
         result = self.book.ban(decision, now, setup.policy)
         kind = "banned" if ban is None else "extended" if result.end > ban.end else "held"
         return Outcome(kind, setup.name, failure, result, decision)
+
+    def aggregate(self, ban: Ban, now: float) -> Ban | str | None:
+        """A new ban of one address, counted towards its prefix: the prefix's ban when it reaches
+        the jail's aggregation threshold, or why it cannot be banned (a protected or ignored
+        address lies in it), or None."""
+        setup = self.jails.get(ban.jail)
+        if setup is None or setup.prefixes is None or isinstance(ban.address, Network):
+            return None
+        prefix = setup.prefixes.record(ban.address, now)
+        if prefix is None or self.book.current(ban.jail, prefix) is not None:
+            return None
+        if prefix.is_loopback or self.protected.overlaps(prefix) or setup.jail.ignore.overlaps(prefix):
+            return f"{prefix} holds one of this host's addresses or an address on the ignore list"
+        rule = setup.prefixes.rule
+        return self.book.ban((ban.jail, prefix), now, setup.policy,
+                             reason=f"{rule.bans} addresses of {prefix} banned within {rule.window:g} s")

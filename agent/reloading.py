@@ -73,6 +73,9 @@ async def reload(agent: Agent) -> list[str]:
             new[name] = old[name]  # unchanged: counters and all
         else:
             setup.jail.take_over(old[name].jail, now)
+            if setup.prefixes is not None and old[name].prefixes is not None \
+                    and setup.prefixes.rule == old[name].prefixes.rule:
+                setup.prefixes = old[name].prefixes  # the addresses banned per prefix so far
             changes.append(f"jail {name} changed")
     protected = agent.pipeline.protected
     agent.pipeline = Pipeline(new.values(), book)

@@ -1,0 +1,374 @@
+"""Fleet mode with a real Redis: three agents, each in a network namespace of its own and
+enforcing with the ipset backend, share bans, unbans and failure counts through a private
+redis-server on a unix socket (which every namespace reaches). Failures reach an agent as real
+syslog datagrams from util-linux logger on the agent's unix socket; what each test checks is
+the kernel's ipset inside each node's namespace."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .agent import AgentProcess
+from .conftest import require_root, require_tools
+from .netns import NetworkNamespace
+from .polling import DEADLINE, wait_until
+from .redis_server import REDIS_SERVER, RedisServer
+from .rsyslog import run_logger
+from .test_firewall_ipset import saved
+
+MAXRETRY = 5
+SHARE_LATENCY = 1.0  # seconds from a ban logged on one node to the ban in the other nodes' kernels
+STREAM = "jailwarden:bans"  # the fleet's stream of signed bans and unbans (prefix "jailwarden")
+IPSET = "jw-sshd-4"  # the ipset backend's IPv4 set for jail sshd
+
+
+def node_config(workdir: Path, redis_url: str, node: str, key_file: Path, fleet_count: bool,
+                jail_extra: str = "") -> str:
+    """One node's config: syslog on a unix socket only, jail sshd (maxretry 5, findtime 10m,
+    bantime 1h) enforced with ipset, bans shared and accepted, failures counted fleet-wide with
+    `fleet_count`."""
+    return f"""
+[agent]
+state_dir = "{workdir}/state"
+socket = "{workdir}/control.sock"
+backend = "ipset"
+[sources.journal]
+enabled = false
+[sources.syslog]
+listen = ["unix://{workdir}/syslog.sock"]
+[fleet]
+url = "{redis_url}"
+node = "{node}"
+key_file = "{key_file}"
+[jails.sshd]
+filter = "sshd"
+maxretry = {MAXRETRY}
+findtime = "10m"
+bantime = "1h"
+fleet_count = {str(fleet_count).lower()}
+{jail_extra}
+"""
+
+
+class TimedAgent(AgentProcess):
+    """An AgentProcess that also notes when it read each line of the agent's log, so a latency
+    can be measured from the moment a line was logged rather than from when a poll saw it."""
+
+    def start(self, ready: str = "running", timeout: float = 15.0) -> None:
+        self.read_at: list[float] = []  # time.monotonic() per line of `lines`
+        super().start(ready, timeout)
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.read_at.append(time.monotonic())  # before the line: a line always has its time
+            self.lines.append(line.rstrip("\n"))
+
+    def logged_at(self, pattern: str, timeout: float = DEADLINE) -> float:
+        """time.monotonic() when the first line matching `pattern` was logged (waiting for it)."""
+        self.wait_for(pattern, timeout)
+        index = next(i for i, line in enumerate(list(self.lines)) if re.search(pattern, line))
+        return self.read_at[index]
+
+
+@dataclass
+class Node:
+    name: str  # its [fleet] node name
+    namespace: NetworkNamespace
+    agent: TimedAgent
+
+    def fail(self, address: str, times: int = 1) -> None:
+        """`times` sshd password failures from `address`, sent by logger to the agent's syslog socket."""
+        socket = str(self.agent.workdir / "syslog.sock")
+        for _ in range(times):
+            port = 1024 + secrets.randbelow(60000)
+            run_logger("-u", socket, "-d", "--rfc5424", "-t", "sshd", "-p", "auth.notice",
+                       f"Failed password for root from {address} port {port} ssh2")
+
+    def kernel_bans(self) -> dict[str, int]:
+        """The addresses in the node's kernel ipset for jail sshd, with their timeouts in seconds."""
+        return saved(self.namespace)[1].get(IPSET, {})
+
+    def status(self) -> dict:
+        """`jailwarden status --json` through the node's control socket."""
+        result = self.agent.cli("status", "--json")
+        assert result.returncode == 0, f"{self.name}: status failed ({result.returncode}): {result.stderr}"
+        return json.loads(result.stdout)
+
+    def assert_running(self) -> None:
+        process = self.agent.process
+        assert process is not None and process.poll() is None, (
+            f"{self.name}'s agent exited ({None if process is None else process.returncode}):\n"
+            + "\n".join(self.agent.lines[-30:]))
+
+
+@dataclass
+class Fleet:
+    redis: RedisServer
+    nodes: list[Node]
+
+    def banned_everywhere(self, address: str, nodes: list[Node] | None = None) -> bool:
+        return all(address in node.kernel_bans() for node in nodes or self.nodes)
+
+    def banned_nowhere(self, address: str) -> bool:
+        return not any(address in node.kernel_bans() for node in self.nodes)
+
+
+def find_values(document: object, wanted: Callable[[str, object], bool], path: str = "") -> dict[str, object]:
+    """Every value in a JSON document whose key and value `wanted` accepts, by its dotted path."""
+    found: dict[str, object] = {}
+    if isinstance(document, dict):
+        for key, value in document.items():
+            where = f"{path}.{key}" if path else str(key)
+            if wanted(str(key), value):
+                found[where] = value
+            found |= find_values(value, wanted, where)
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            found |= find_values(value, wanted, f"{path}[{index}]")
+    return found
+
+
+def fleet_connected(status: dict) -> bool:
+    """Whether a node's status says its fleet connection is up (a key "connected" anywhere)."""
+    return any(find_values(status, lambda key, value: key == "connected" and value is True))
+
+
+def signature_rejections(status: dict) -> int:
+    """The sum of a node's counters whose name contains "signature"."""
+    counters = find_values(status, lambda key, value: "signature" in key.lower()
+                           and isinstance(value, int) and not isinstance(value, bool))
+    return sum(counters.values())
+
+
+def wait_for_status(node: Node, condition: Callable[[dict], bool], what: str) -> dict:
+    """Poll the node's status until `condition` holds; the failure shows the last status."""
+    last: dict = {}
+
+    def holds() -> dict | None:
+        last["status"] = node.status()
+        return last["status"] if condition(last["status"]) else None
+
+    try:
+        return wait_until(holds, f"{what} on {node.name}", interval=0.05)
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; its `status --json`:\n{json.dumps(last.get('status'), indent=1)}") from None
+
+
+def write_key(path: Path) -> Path:
+    """The fleet's signing key, 32 random bytes as hex text, readable by root only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as key:
+        key.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+@pytest.fixture
+def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
+    """start_fleet(fleet_count=False, jail_extra=""): a Redis and three agents (node-a, node-b, node-c), each
+    in a network namespace of its own, running and connected to the fleet. Everything is taken
+    down afterwards, also when the test fails: agents stopped, namespaces deleted, Redis stopped."""
+    require_root()
+    require_tools("ip", "ipset", "iptables-legacy", "logger", REDIS_SERVER)
+    with ExitStack() as stack:
+        def start(fleet_count: bool = False, jail_extra: str = "") -> Fleet:
+            redis = stack.enter_context(RedisServer(tmp_path / "redis"))
+            key_file = write_key(tmp_path / "fleet.key")
+            nodes = []
+            for letter in "abc":
+                name = f"node-{letter}"
+                namespace = stack.enter_context(NetworkNamespace("jwfleet"))
+                workdir = tmp_path / name
+                workdir.mkdir()
+                # A lock of our own: /run/xtables.lock is one for every namespace on the host.
+                agent = TimedAgent(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, jail_extra),
+                                   dry_run=False, netns=namespace.name,
+                                   env={"XTABLES_LOCKFILE": str(workdir / "xtables.lock")})
+                stack.callback(agent.stop)
+                nodes.append(Node(name, namespace, agent))
+            start_all([node.agent for node in nodes])
+            # An agent knows Redis is there from its first reply (up to a second after its start,
+            # when the first blocking read of the empty stream returns); until then its failures
+            # are counted locally only, which the tests here are not about.
+            for node in nodes:
+                wait_for_status(node, fleet_connected, "the fleet connected")
+            return Fleet(redis, nodes)
+
+        yield start
+
+
+def start_all(agents: list[AgentProcess]) -> None:
+    """Start the agents side by side (each takes about a second to come up); raise the first failure."""
+    errors: list[Exception] = []
+
+    def start(agent: AgentProcess) -> None:
+        try:
+            agent.start()
+        except Exception as error:  # handed to the test thread below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(agent,)) for agent in agents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def assert_never_banned(fleet: Fleet, address: str, seconds: float) -> None:
+    """No node's kernel holds `address` at any time in the next `seconds`: long enough for a
+    ban that one node wrongly decided to reach every kernel."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        banned = [node.name for node in fleet.nodes if address in node.kernel_bans()]
+        assert not banned, f"{address} is banned on {banned}"
+        time.sleep(0.05)
+
+
+def test_a_ban_on_one_node_is_in_the_others_kernels_within_a_second_and_its_unban_lifts_it_there(
+        start_fleet, record_property):
+    fleet = start_fleet()
+    a, b, c = fleet.nodes
+    address = "203.0.113.5"
+
+    a.fail(address, MAXRETRY)
+    logged = a.agent.logged_at(rf"jail sshd: ban {re.escape(address)} for 1h")
+    arrived: dict[str, float] = {}
+
+    def in_other_kernels() -> bool:
+        for node in (b, c):
+            if node.name not in arrived and address in node.kernel_bans():
+                arrived[node.name] = time.monotonic()
+        return len(arrived) == 2
+
+    wait_until(in_other_kernels, f"the ban of {address} in node-b's and node-c's kernels")
+    latency = {name: round(seen - logged, 3) for name, seen in arrived.items()}
+    print(f"from node-a logging the ban to the ban in the other nodes' kernels: {latency} s")
+    record_property("fleet_share_latency_s", latency)
+    assert max(latency.values()) <= SHARE_LATENCY, f"sharing took {latency} s, more than {SHARE_LATENCY:g} s"
+    assert address in a.kernel_bans()
+    for node in (b, c):
+        assert 3590 <= node.kernel_bans()[address] <= 3600, f"{node.name}: {node.kernel_bans()}"  # the hour left
+
+    unban = a.agent.cli("unban", "sshd", address)
+    assert unban.returncode == 0, unban.stderr
+    asked = time.monotonic()
+    wait_until(lambda: fleet.banned_nowhere(address), f"{address} lifted from every node's kernel")
+    print(f"from the unban on node-a to the ban gone from every kernel: {time.monotonic() - asked:.3f} s")
+
+
+def test_failures_spread_over_three_nodes_ban_everywhere_once_the_fleet_total_reaches_maxretry(start_fleet):
+    fleet = start_fleet(fleet_count=True)
+    a, b, c = fleet.nodes
+    address = "203.0.113.6"
+
+    a.fail(address, 2)
+    b.fail(address, 2)
+    for node in (a, b):
+        node.agent.wait_for(rf"jail sshd: failure from {re.escape(address)} ", count=2)
+    # 4 of 5, on the fleet and on each node: a node that counted a failure twice (its own, read
+    # back from Redis) or banned on another node's count alone would ban now.
+    assert_never_banned(fleet, address, SHARE_LATENCY)
+
+    c.fail(address)
+    wait_until(lambda: fleet.banned_everywhere(address), f"{address} banned on every node after the 5th failure")
+    for node in fleet.nodes:
+        assert 3590 <= node.kernel_bans()[address] <= 3600, f"{node.name}: {node.kernel_bans()}"
+
+
+def test_a_node_back_from_a_stop_applies_the_bans_still_running_with_their_time_left_and_not_the_ended_one(
+        start_fleet):
+    fleet = start_fleet()
+    a, b, c = fleet.nodes
+    ended, running = "203.0.113.7", "203.0.113.8"
+
+    c.agent.stop()
+    # The short ban goes into the stream first: by the time node-c applies the long one, it has
+    # read the short one too.
+    short = a.agent.cli("ban", "sshd", ended, "--for", "3s")
+    assert short.returncode == 0, short.stderr
+    long = a.agent.cli("ban", "sshd", running, "--json")
+    assert long.returncode == 0, long.stderr
+    end = json.loads(long.stdout)["end"]
+    wait_until(lambda: {ended, running} <= set(b.kernel_bans()), "both bans on node-b while node-c is stopped")
+    a.agent.wait_for(rf"jail sshd: unban {re.escape(ended)} \(ban ended\)")
+
+    c.agent.start()
+    timeout = wait_until(lambda: c.kernel_bans().get(running), f"node-c applying the ban of {running}")
+    left = end - time.time()
+    # The short ban's 3 s and node-c's start have passed since the ban (about 4 s here): a fresh
+    # hour would be that far off.
+    assert abs(timeout - left) <= 1.5, f"node-c's ipset timeout is {timeout} s; the ban has {left:.1f} s left"
+    assert ended not in c.kernel_bans()
+    assert c.agent.matching(rf"\bban {re.escape(ended)}\b") == []
+
+
+def test_agents_outlive_a_redis_kill_ban_locally_meanwhile_and_share_again_once_redis_is_back(start_fleet):
+    """With fleet_count on: the count that goes through Redis must not be what stops a local ban."""
+    fleet = start_fleet(fleet_count=True)
+    a, b, c = fleet.nodes
+    during, after = "203.0.113.9", "203.0.113.10"
+
+    fleet.redis.kill()
+    a.fail(during, MAXRETRY)
+    a.agent.wait_for(rf"jail sshd: ban {re.escape(during)} for 1h")
+    wait_until(lambda: during in a.kernel_bans(), f"node-a's own ban of {during} in its kernel, Redis down")
+    for node in fleet.nodes:
+        node.assert_running()
+
+    fleet.redis.restart()
+    a.fail(after, MAXRETRY)
+    a.agent.wait_for(rf"jail sshd: ban {re.escape(after)} for 1h")
+    # The ban decided during the outage waited in node-a's buffer; it is published now too.
+    wait_until(lambda: {during, after} <= set(b.kernel_bans()), "both bans on node-b once Redis is back")
+    for node in fleet.nodes:
+        node.assert_running()
+
+
+def test_an_event_with_a_bad_signature_written_into_the_stream_bans_nowhere_and_is_counted(start_fleet):
+    fleet = start_fleet()
+    a, b, c = fleet.nodes
+    forged, witness = "198.51.100.77", "203.0.113.11"
+
+    now = time.time()
+    event = json.dumps({"v": 1, "kind": "ban", "jail": "sshd", "address": forged, "start": now, "end": now + 3600,
+                        "reason": "forged", "node": "node-x", "time": now}, separators=(",", ":"), sort_keys=True)
+    # Signed as an agent signs, but with a key that is not the fleet's.
+    signature = hmac.new(secrets.token_bytes(32), event.encode(), hashlib.sha256).hexdigest()
+    with fleet.redis.client() as client:
+        client.xadd(STREAM, {"event": event, "signature": signature})
+    # A real ban after it in the stream: a node that applied the witness has read past the forgery.
+    banned = a.agent.cli("ban", "sshd", witness)
+    assert banned.returncode == 0, banned.stderr
+    wait_until(lambda: fleet.banned_everywhere(witness), f"the ban of {witness} (after the forged entry) everywhere")
+
+    assert fleet.banned_nowhere(forged)
+    for node in fleet.nodes:
+        wait_for_status(node, lambda status: signature_rejections(status) >= 1,
+                        'a counter named "...signature..." counting the forged entry')
+        assert node.agent.matching(rf"\bban {re.escape(forged)}\b") == []
+
+
+def test_addresses_of_one_prefix_banned_on_different_nodes_ban_the_prefix_on_every_node(start_fleet):
+    fleet = start_fleet(jail_extra='aggregate = { bans = 3, window = "1h" }')
+    a, b, c = fleet.nodes
+    for node, address in ((a, "198.51.100.1"), (b, "198.51.100.2"), (c, "198.51.100.3")):
+        result = node.agent.cli("ban", "sshd", address)
+        assert result.returncode == 0, result.stderr
+    prefix = "198.51.100.0/24"
+    wait_until(lambda: fleet.banned_everywhere(prefix), f"{prefix} banned on every node")
+    for node in fleet.nodes:
+        assert 3590 <= node.kernel_bans()[prefix] <= 3600, f"{node.name}: {node.kernel_bans()}"
