@@ -18,7 +18,7 @@ from typing import Any
 from agent.addresses import Network
 from agent.bans import WEEK, BanPolicy, BantimeIncrement
 from agent.prefixes import Aggregation
-from agent.fleet_config import FLEET_KEYS, JAIL_FLEET_KEYS, FleetConfig, redis_url
+from agent.fleet_config import FLEET_KEYS, JAIL_FLEET_KEYS, FleetConfig, redis_url, sentinel
 from agent.fleet_config import prefix as fleet_prefix
 from agent.config_values import (
     ListenAddress,
@@ -319,14 +319,19 @@ class _Checker:
         path = ("fleet",)
         table = self.table(raw, path, FLEET_KEYS)
         values = self.read(table, path, {
-            "url": redis_url, "node": nonempty_text, "key_file": absolute_path, "username": nonempty_text,
+            "url": redis_url, "service": nonempty_text, "cluster": boolean, "node": nonempty_text,
+            "key_file": absolute_path, "username": nonempty_text,
             "password_file": absolute_path, "ca_file": absolute_path, "prefix": fleet_prefix,
             "stream_maxlen": positive_int, "buffer": positive_int,
         })
-        for key in ("url", "key_file"):
-            if key not in table:
-                self.error(path + (key,), "required in [fleet]")
-        if "url" not in values or "key_file" not in values:
+        values |= self.read_lists(table, path, {"sentinels": sentinel})
+        if "key_file" not in table:
+            self.error(path + ("key_file",), "required in [fleet]: the fleet's shared key signs every event")
+        if ("url" in table) == bool(table.get("sentinels")):
+            self.error(path + ("url",), "give url (a Redis, or a node of a cluster) or sentinels, one of the two")
+        elif values.get("cluster") and "url" not in table:
+            self.error(path + ("cluster",), "a cluster is reached through url, the address of any of its nodes")
+        if "key_file" not in values or not ("url" in values or values.get("sentinels")):
             return None
         return FleetConfig(**values)
 

@@ -38,6 +38,16 @@ _READ_BATCH = 500  # stream entries read at once
 _BLOCK_MS = 1000  # how long a read waits for new entries
 _COUNT_QUEUE = 10_000  # failures waiting to be counted in Redis; beyond, dropped (counted locally still)
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between attempts while Redis is unreachable
+# One failure into an address's sorted set, atomically and in one round trip (one key, so any
+# Redis Cluster slot): add it, drop what is older than findtime and all but the newest maxretry,
+# renew the expiry, return the fleet's count. ARGV: time, member, cutoff, maxretry, ttl.
+_COUNT_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return redis.call('ZCARD', KEYS[1])
+"""
 _COUNTERS = ("published", "publish_dropped", "received", "applied", "own", "not_accepted", "protected", "expired",
              "duplicate", "rejected_signature", "rejected_malformed", "counted", "count_dropped", "fleet_bans",
              "outages")
@@ -79,6 +89,7 @@ class Fleet:
         self._client = None
         self._tasks: list[asyncio.Task] = []
         self._down_since: float | None = None
+        self.where = config.url or f"the master of {config.service} ({len(config.sentinels)} sentinels)"
 
     # -- from the agent
 
@@ -114,14 +125,33 @@ class Fleet:
                              "(Debian: apt install python3-redis)") from None
         if position:
             self.position = position
-        options = {"username": self.config.username, "password": self.password, "socket_timeout": 10,
-                   "socket_connect_timeout": 5, "health_check_interval": 30}
-        if self.config.ca_file is not None:
-            options["ssl_ca_certs"] = str(self.config.ca_file)
-        self._client = redis_asyncio.from_url(self.config.url, **options)
+        self._client = self._connect(redis_asyncio)
         self._tasks = [asyncio.create_task(job(), name=f"fleet {job.__name__}")
                        for job in (self._consume, self._publish, self._count)]
-        log.info("fleet: node %s, Redis at %s, reading the stream from %s", self.node, self.config.url, self.position)
+        log.info("fleet: node %s, Redis at %s, reading the stream from %s", self.node, self.where, self.position)
+
+    def _connect(self, redis_asyncio):
+        """A client for a standalone Redis (url), a Redis Cluster (url of any node, `cluster`),
+        or the master that Sentinels name (`sentinels`, `service`), which follows a failover."""
+        config = self.config
+        options = {"username": config.username, "password": self.password, "socket_timeout": 10,
+                   "socket_connect_timeout": 5}
+        if config.ca_file is not None:
+            options["ssl_ca_certs"] = str(config.ca_file)
+        if config.sentinels:
+            from redis.asyncio.sentinel import Sentinel
+
+            if config.ca_file is not None:
+                options["ssl"] = True
+            sentinel = Sentinel(config.sentinels, sentinel_kwargs={key: options[key] for key in options
+                                                                   if key.startswith(("ssl", "socket"))},
+                                **options)
+            return sentinel.master_for(config.service)
+        if config.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(config.url, **options)
+        return redis_asyncio.from_url(config.url, health_check_interval=30, **options)
 
     async def stop(self) -> None:
         """Publish what is waiting (briefly: Redis may be gone), then close."""
@@ -182,15 +212,10 @@ class Fleet:
             if setup is None:
                 continue
             key = failures_key(self.config.prefix, jail, address)
-            now = time.time()
+            member = f"{self.node}:{when!r}:{self.counts['counted']}"
             try:
-                pipe = self._client.pipeline(transaction=True)
-                pipe.zadd(key, {f"{self.node}:{when!r}:{self.counts['counted']}": when})
-                pipe.zremrangebyscore(key, "-inf", now - setup.findtime)
-                pipe.zremrangebyrank(key, 0, -setup.maxretry - 1)  # only the newest maxretry matter
-                pipe.zcard(key)
-                pipe.expire(key, math.ceil(setup.findtime) + 1)
-                total = (await pipe.execute())[3]
+                total = await self._client.eval(_COUNT_SCRIPT, 1, key, when, member, time.time() - setup.findtime,
+                                                setup.maxretry, math.ceil(setup.findtime) + 1)
             except Exception as error:  # noqa: BLE001
                 self.counts["count_dropped"] += 1
                 await self._outage(error)
@@ -268,7 +293,7 @@ class Fleet:
             self._down_since = time.monotonic()
             self.counts["outages"] += 1
             log.error("fleet: Redis at %s unreachable (%s); banning locally, holding up to %d events to publish",
-                      self.config.url, error, self.config.buffer)
+                      self.where, error, self.config.buffer)
         waited = time.monotonic() - self._down_since
         await asyncio.sleep(min(_RETRY_MAX, max(_RETRY_MIN, waited / 4)))
 
@@ -276,7 +301,7 @@ class Fleet:
         if self.connected:
             return
         if self._down_since is not None:
-            log.warning("fleet: Redis at %s reachable again after %.0f s; %d events to publish", self.config.url,
+            log.warning("fleet: Redis at %s reachable again after %.0f s; %d events to publish", self.where,
                         time.monotonic() - self._down_since, len(self._outbox))
         self.connected = True
         self._down_since = None

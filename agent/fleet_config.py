@@ -8,15 +8,18 @@ from urllib.parse import urlsplit
 
 from agent.config_values import describe, nonempty_text
 
-FLEET_KEYS = ("url", "node", "key_file", "username", "password_file", "ca_file", "prefix", "stream_maxlen",
-              "buffer")
+FLEET_KEYS = ("url", "sentinels", "service", "cluster", "node", "key_file", "username", "password_file", "ca_file",
+              "prefix", "stream_maxlen", "buffer")
 JAIL_FLEET_KEYS = ("share", "accept", "fleet_count")
 
 
 @dataclass(slots=True, frozen=True)
 class FleetConfig:
-    url: str  # redis://HOST:PORT/DB, rediss:// (TLS) or unix:///PATH
     key_file: Path  # the fleet's shared signing key; readable by root only
+    url: str | None = None  # redis://HOST:PORT/DB, rediss:// (TLS) or unix:///PATH
+    sentinels: tuple[tuple[str, int], ...] = ()  # or: Sentinels (HOST:PORT) that name the master of `service`
+    service: str = "mymaster"
+    cluster: bool = False  # `url` is a node of a Redis Cluster
     node: str | None = None  # this agent's name in the fleet; None: the host name
     username: str | None = None  # Redis ACL user
     password_file: Path | None = None  # Redis password (AUTH), from a file readable by root only
@@ -49,3 +52,16 @@ def prefix(value: object) -> str:
     if not text.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise ValueError(f"expected letters, digits, '.', '-' or '_', got {describe(value)}")
     return text
+
+
+def sentinel(value: object) -> tuple[str, int]:
+    """A Sentinel's HOST:PORT ([IPv6]:PORT)."""
+    text = nonempty_text(value)
+    parts = urlsplit(f"redis://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path:
+        raise ValueError(f"{text!r}: expected HOST:PORT, as in 192.0.2.10:26379 or [2001:db8::10]:26379")
+    return parts.hostname, port
