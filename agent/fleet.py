@@ -36,6 +36,7 @@ log = logging.getLogger("jailwarden.fleet")
 
 _READ_BATCH = 500  # stream entries read at once
 _BLOCK_MS = 1000  # how long a read waits for new entries
+_COUNT_BATCH = 256  # failures sent to Redis in one round trip
 _COUNT_QUEUE = 10_000  # failures waiting to be counted in Redis; beyond, dropped (counted locally still)
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between attempts while Redis is unreachable
 # One failure into an address's sorted set, atomically and in one round trip (one key, so any
@@ -84,6 +85,7 @@ class Fleet:
         self.connected = False
         self._outbox: deque[FleetEvent] = deque(maxlen=config.buffer)
         self._to_count: deque[tuple[str, Address, float]] = deque()
+        self._sequence = 0  # makes each failure's member of the sorted set unique
         self._wake_publisher = asyncio.Event()
         self._wake_counter = asyncio.Event()
         self._client = None
@@ -207,26 +209,40 @@ class Fleet:
             if not self._to_count:
                 self._wake_counter.clear()
                 await self._wake_counter.wait()
-            jail, address, when = self._to_count.popleft()
-            setup = jails.get(jail)
-            if setup is None:
+            # Up to _COUNT_BATCH failures in one round trip (a pipeline, not a transaction: each
+            # script touches one key, so a cluster client can send each to its own node).
+            batch = []
+            pipe = self._client.pipeline(transaction=False)
+            now = time.time()
+            while self._to_count and len(batch) < _COUNT_BATCH:
+                jail, address, when = self._to_count.popleft()
+                setup = jails.get(jail)
+                if setup is None:
+                    continue
+                key = failures_key(self.config.prefix, jail, address)
+                member = f"{self.node}:{when!r}:{self._sequence}"
+                self._sequence += 1
+                pipe.eval(_COUNT_SCRIPT, 1, key, when, member, now - setup.findtime, setup.maxretry,
+                          math.ceil(setup.findtime) + 1)
+                batch.append((setup, jail, address, key))
+            if not batch:
                 continue
-            key = failures_key(self.config.prefix, jail, address)
-            member = f"{self.node}:{when!r}:{self.counts['counted']}"
             try:
-                total = await self._client.eval(_COUNT_SCRIPT, 1, key, when, member, time.time() - setup.findtime,
-                                                setup.maxretry, math.ceil(setup.findtime) + 1)
+                totals = await pipe.execute()
             except Exception as error:  # noqa: BLE001
-                self.counts["count_dropped"] += 1
+                self.counts["count_dropped"] += len(batch)
                 await self._outage(error)
                 continue
             self._up()
-            self.counts["counted"] += 1
-            if total >= setup.maxretry and self._count_reached(jail, address, total, time.time()):
-                self.counts["fleet_bans"] += 1
+            self.counts["counted"] += len(batch)
+            reached = [key for (setup, jail, address, key), total in zip(batch, totals, strict=True)
+                       if total >= setup.maxretry and self._count_reached(jail, address, total, time.time())]
+            if reached:
+                self.counts["fleet_bans"] += len(reached)
                 try:
-                    await self._client.delete(key)  # the window starts again, as a local jail's does
-                except Exception as error:  # noqa: BLE001
+                    await self._client.delete(*reached) if not self.config.cluster else \
+                        await asyncio.gather(*(self._client.delete(key) for key in reached))
+                except Exception as error:  # noqa: BLE001 - the window starts again, as a local jail's does
                     await self._outage(error)
 
     def _apply(self, fields: dict, now: float) -> None:
