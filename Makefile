@@ -25,6 +25,7 @@ bench: deps
 	$(PY) tests/bench/bench_firewall.py
 	$(PY) tests/bench/bench_flood.py
 	$(PY) tests/bench/bench_store.py
+	$(PY) tests/bench/bench_fleet.py
 
 # Packages, into dist/. Each builds from a copy of the working tree's product files in build/,
 # so what is packaged is what is checked out (no caches, no venv).

@@ -91,6 +91,8 @@ class Fleet:
         self._client = None
         self._tasks: list[asyncio.Task] = []
         self._down_since: float | None = None
+        # A dry run must not ban anywhere: it reads and applies the fleet's bans, and adds nothing.
+        self.read_only = agent.dry_run
         self.where = config.url or f"the master of {config.service} ({len(config.sentinels)} sentinels)"
 
     # -- from the agent
@@ -98,7 +100,7 @@ class Fleet:
     def publish(self, kind: str, ban: Ban, now: float) -> None:
         """Tell the fleet about a ban decided here, or a ban lifted here by hand."""
         setup = self.agent.config.jails.get(ban.jail)
-        if setup is None or not setup.share:
+        if setup is None or not setup.share or self.read_only:
             return
         if len(self._outbox) == self._outbox.maxlen:
             self.counts["publish_dropped"] += 1
@@ -107,6 +109,8 @@ class Fleet:
 
     def count(self, jail: str, address: Address, when: float) -> None:
         """Add a failure to the fleet's count for `address` in `jail`."""
+        if self.read_only:
+            return
         if len(self._to_count) >= _COUNT_QUEUE or self._down_since is not None:  # full, or Redis known down
             self.counts["count_dropped"] += 1
             return
@@ -130,7 +134,8 @@ class Fleet:
         self._client = self._connect(redis_asyncio)
         self._tasks = [asyncio.create_task(job(), name=f"fleet {job.__name__}")
                        for job in (self._consume, self._publish, self._count)]
-        log.info("fleet: node %s, Redis at %s, reading the stream from %s", self.node, self.where, self.position)
+        log.info("fleet: node %s, Redis at %s, reading the stream from %s%s", self.node, self.where, self.position,
+                 " (dry run: publishing nothing, counting nothing)" if self.read_only else "")
 
     def _connect(self, redis_asyncio):
         """A client for a standalone Redis (url), a Redis Cluster (url of any node, `cluster`),

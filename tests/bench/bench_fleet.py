@@ -1,5 +1,5 @@
-"""Benchmarks fleet mode with a real redis-server and real agents (`jailwarden run --dry-run`,
-syslog on a unix socket each, sharing one Redis on a unix socket):
+"""Benchmarks fleet mode with a real redis-server and real agents (`jailwarden run` with the
+log backend, syslog on a unix socket each, sharing one Redis on a unix socket):
 
 - ban propagation: --bans manual bans on node-a, one every 50 ms; for each, the time from node-a
   logging it to node-b and node-c logging that they applied it (median, p99, max);
@@ -54,6 +54,7 @@ def config(workdir: Path, redis_url: str, node: str, key_file: Path) -> str:
 [agent]
 state_dir = "{workdir}/state"
 socket = "{workdir}/control.sock"
+backend = "log"
 [sources.journal]
 enabled = false
 [sources.syslog]
@@ -177,8 +178,9 @@ def main() -> int:
                 for letter in "abc":
                     workdir = tmp / f"node-{letter}"
                     workdir.mkdir()
+                    # Enforcing, with the log backend: a dry run publishes nothing to the fleet.
                     node = TimedAgent(workdir, config(workdir, redis.url, f"node-{letter}", key_file),
-                                      log_level="info")
+                                      dry_run=False, log_level="info")
                     node.start()
                     nodes.append(node)
                 wait(lambda: all(fleet_stats(node)["connected"] for node in nodes), "the fleet connected")
