@@ -165,6 +165,17 @@ def test_a_jail_d_file_can_switch_off_the_increment(tmp_path):
         ('[sources.journal]\nenabled = "yes"\n', "sources.journal.enabled", "true or false, got string 'yes'"),
         ('[sources.syslog]\nlisten = ["http://127.0.0.1:514"]\n', r"sources.syslog.listen\[0\]",
          "udp://, tcp://, relp:// or unix://"),
+        ('[fleet]\nurl = "redis://127.0.0.1:6379/0"\n', "fleet.key_file", "required in \\[fleet\\]"),
+        ('[fleet]\nurl = "redis://:secret@127.0.0.1/0"\nkey_file = "/k"\n', "fleet.url", "password_file"),
+        ('[fleet]\nurl = "http://127.0.0.1/0"\nkey_file = "/k"\n', "fleet.url", "redis://"),
+        ('[fleet]\nkey_file = "/k"\n', "fleet.url", "url .* or sentinels"),
+        ('[fleet]\nkey_file = "/k"\nsentinels = ["192.0.2.1"]\n', r"fleet.sentinels\[0\]", "HOST:PORT"),
+        ('[fleet]\nkey_file = "/k"\nsentinels = ["192.0.2.1:26379"]\ncluster = true\n', "fleet.cluster",
+         "through url"),
+        ('[jails.sshd]\nfilter = "sshd"\nfleet_count = "yes"\n', "jails.sshd.fleet_count", "true or false"),
+        ('[jails.sshd]\nfilter = "sshd"\naggregate = { bans = 1 }\n', "jails.sshd.aggregate", "at least 2"),
+        ('[jails.sshd]\nfilter = "sshd"\naggregate = { ipv4 = 4 }\n', "jails.sshd.aggregate", "from 8 to 31"),
+        ('[jails.sshd]\nfilter = "sshd"\naggregate = { size = 4 }\n', "jails.sshd.aggregate.size", "unknown key"),
         ('[firewall.nftables]\npriority = 5000\n', "firewall.nftables.priority", "from -1000 to 1000"),
         ('[firewall.ipset]\ntable = "nat"\n', "firewall.ipset.table", "unknown key"),
         ('[jails.sshd]\nfilter = "sshd"\nports = [22, 70000]\n', r"jails.sshd.ports\[1\]", "from 1 to 65535"),
@@ -325,3 +336,26 @@ def test_firewall_options_and_port_scoping_are_read(tmp_path):
     assert config.firewall["ipset"] == {"chain": "DOCKER-USER", "action": "reject"}
     assert config.firewall["route"] == {}
     assert (config.jails["sshd"].ports, config.jails["sshd"].protocol) == ((22, 2222), "tcp")
+
+
+def test_fleet_mode_is_off_unless_configured_and_reads_every_deployment(tmp_path):
+    config = load_config(write(tmp_path / "jailwarden.toml", MINIMAL))
+    assert config.fleet is None
+    sshd = config.jails["sshd"]
+    assert (sshd.share, sshd.accept, sshd.fleet_count, sshd.aggregate) == (True, True, False, None)
+    config = load_config(write(tmp_path / "sentinel.toml", MINIMAL + """
+        [fleet]
+        sentinels = ["192.0.2.10:26379", "[2001:db8::10]:26379"]
+        service = "jw"
+        key_file = "/etc/jailwarden/fleet.key"
+        """))
+    assert config.fleet.sentinels == (("192.0.2.10", 26379), ("2001:db8::10", 26379))
+    assert config.fleet.url is None and config.fleet.service == "jw" and config.fleet.stream == "jailwarden:bans"
+    config = load_config(write(tmp_path / "cluster.toml", MINIMAL + """
+        [fleet]
+        url = "rediss://192.0.2.20:6380/0"
+        cluster = true
+        ca_file = "/etc/jailwarden/ca.pem"
+        key_file = "/etc/jailwarden/fleet.key"
+        """))
+    assert config.fleet.cluster and config.fleet.ca_file == Path("/etc/jailwarden/ca.pem")
