@@ -8,7 +8,8 @@ running agent, or refused as a whole, leaving the agent exactly as it was.
 - A removed (or disabled) jail's bans are lifted and its backend torn down; a new jail starts.
 - The journal source restarts from its position when the jails' journal matches changed; a
   source whose own settings changed restarts. `[agent]` paths, history_window and
-  reconcile_interval, and `[metrics]`, take effect at the next start (the reload says so).
+  reconcile_interval, `[metrics]` and `[fleet]` take effect at the next start (the reload says
+  so); a jail's share, accept, fleet_count and aggregate apply at once.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ async def reload(agent: Agent) -> list[str]:
                 agent.enforcer.ban(name, ban.address, ban.end)
     changes += [f"[agent] {key} changed: takes effect at the next start" for key in _RESTART_ONLY
                 if getattr(old_config.agent, key) != getattr(config.agent, key)]
-    if old_config.metrics != config.metrics:
-        changes.append("[metrics] changed: takes effect at the next start")
+    for table in ("metrics", "fleet"):
+        if getattr(old_config, table) != getattr(config, table):
+            changes.append(f"[{table}] changed: takes effect at the next start")
     changes += await _restart_sources(agent, old_config, old)
     log.warning("reloaded %s: %s", agent.config_path, "; ".join(changes) or "nothing changed")
     return changes
