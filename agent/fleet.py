@@ -91,6 +91,8 @@ class Fleet:
         self._client = None
         self._tasks: list[asyncio.Task] = []
         self._down_since: float | None = None
+        self._told_no_delete = False
+        self._refused = False  # the last failure was Redis refusing us (auth, ACL), not being away
         # A dry run must not ban anywhere: it reads and applies the fleet's bans, and adds nothing.
         self.read_only = agent.dry_run
         self.where = config.url or f"the master of {config.service} ({len(config.sentinels)} sentinels)"
@@ -248,7 +250,12 @@ class Fleet:
                     await self._client.delete(*reached) if not self.config.cluster else \
                         await asyncio.gather(*(self._client.delete(key) for key in reached))
                 except Exception as error:  # noqa: BLE001 - the window starts again, as a local jail's does
-                    await self._outage(error)
+                    if not _is_refusal(error):
+                        await self._outage(error)
+                    elif not self._told_no_delete:  # the counts then simply expire after findtime
+                        self._told_no_delete = True
+                        log.warning("fleet: Redis refuses DEL (%s): a fleet count is not reset at its ban, it "
+                                    "expires after findtime instead", error)
 
     def _apply(self, fields: dict, now: float) -> None:
         counts = self.counts
@@ -309,12 +316,21 @@ class Fleet:
         return True
 
     async def _outage(self, error: Exception) -> None:
-        if self.connected or self._down_since is None:
+        """Redis failed a command: unreachable (wait, retry) or refusing us (say so; the
+        administrator may fix the password or the ACL while we wait)."""
+        refused = _is_refusal(error)
+        if self.connected or self._down_since is None or refused != self._refused:
             self.connected = False
-            self._down_since = time.monotonic()
+            self._down_since = self._down_since or time.monotonic()
             self.counts["outages"] += 1
-            log.error("fleet: Redis at %s unreachable (%s); banning locally, holding up to %d events to publish",
-                      self.where, error, self.config.buffer)
+            self._refused = refused
+            if refused:
+                log.error("fleet: Redis at %s refuses this agent (%s): check [fleet] username and password_file, "
+                          "and that the ACL user may run XADD, XREAD, EVAL and DEL on %s:*; banning locally "
+                          "meanwhile", self.where, error, self.config.prefix)
+            else:
+                log.error("fleet: Redis at %s unreachable (%s); banning locally, holding up to %d events to publish",
+                          self.where, error, self.config.buffer)
         waited = time.monotonic() - self._down_since
         await asyncio.sleep(min(_RETRY_MAX, max(_RETRY_MIN, waited / 4)))
 
@@ -326,3 +342,12 @@ class Fleet:
                         time.monotonic() - self._down_since, len(self._outbox))
         self.connected = True
         self._down_since = None
+
+
+def _is_refusal(error: Exception) -> bool:
+    """A login or permission error (redis-py's AuthenticationError, NoPermissionError, or the
+    server's WRONGPASS / NOPERM replies), which waiting alone will not cure."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    text = str(error)
+    return bool(names & {"AuthenticationError", "NoPermissionError", "AuthenticationWrongNumberOfArgsError"}) \
+        or text.startswith(("WRONGPASS", "NOPERM")) or "invalid username-password" in text
