@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -372,3 +374,42 @@ def test_addresses_of_one_prefix_banned_on_different_nodes_ban_the_prefix_on_eve
     wait_until(lambda: fleet.banned_everywhere(prefix), f"{prefix} banned on every node")
     for node in fleet.nodes:
         assert 3590 <= node.kernel_bans()[prefix] <= 3600, f"{node.name}: {node.kernel_bans()}"
+
+
+def test_a_unique_address_flood_stays_within_redis_maxmemory_and_never_costs_the_ban_stream(start_fleet):
+    fleet = start_fleet(fleet_count=True)
+    a, b, _ = fleet.nodes
+    client = fleet.redis.client()
+    a.agent.cli("ban", "sshd", "198.51.100.40")
+    wait_until(lambda: fleet.banned_everywhere("198.51.100.40"), "the first ban everywhere")
+    stream_before = client.xlen(STREAM)
+    limit = client.info("memory")["used_memory"] + 2 * 1024 * 1024
+    client.config_set("maxmemory", limit)
+    client.config_set("maxmemory-policy", "volatile-ttl")  # what the README tells administrators
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for n in range(30_000):
+        address = ipaddress.IPv6Address(int(ipaddress.IPv6Address("2001:db8::")) + (n << 64) + 1)  # one /64 each
+        message = f"<38>1 - flood sshd 4 - - Failed password for root from {address} port 4242 ssh2".encode()
+        while True:
+            try:
+                sender.sendto(message, str(a.agent.workdir / "syslog.sock"))
+                break
+            except OSError:  # the agent's socket buffer is full: it is busy with the flood
+                time.sleep(0.001)
+    try:
+        wait_until(lambda: (lambda s: s["counted"] + s["count_dropped"] >= 30_000)(a.status()["fleet"]),
+                   "node-a to have counted or dropped every failure", timeout=60)
+    except AssertionError:
+        print(json.dumps(a.status(), indent=1)[:4000], "\n".join(a.agent.lines[-20:]))
+        raise
+    memory = client.info("memory")
+    counts = a.status()["fleet"]
+    print(f"30,000 unique addresses: {counts['counted']} counted, {counts['count_dropped']} dropped by node-a; Redis "
+          f"{memory['used_memory']} bytes of maxmemory {limit}, {client.info('stats')['evicted_keys']} counts evicted")
+    assert memory["used_memory"] <= limit * 1.05, memory
+    assert client.info("stats")["evicted_keys"] > 0  # counts went, as the policy says
+    assert client.xlen(STREAM) == stream_before  # the stream of bans has no expiry: never evicted
+    a.agent.cli("ban", "sshd", "198.51.100.41")
+    wait_until(lambda: fleet.banned_everywhere("198.51.100.41", [b]), "a ban shared after the flood")
+    for node in fleet.nodes:
+        node.assert_running()
