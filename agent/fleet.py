@@ -128,9 +128,9 @@ class Fleet:
     async def start(self, position: str | None) -> None:
         try:
             import redis.asyncio as redis_asyncio
-        except ImportError:
-            raise FleetError("[fleet] is configured but the python redis client is not installed "
-                             "(Debian: apt install python3-redis)") from None
+        except ImportError as error:
+            raise FleetError(f"[fleet] is configured but the python redis client cannot be imported ({error}; "
+                             f"Debian: apt install python3-redis)") from None
         if position:
             self.position = position
         self._client = self._connect(redis_asyncio)

@@ -9,15 +9,16 @@ set -eu
 # Runtime: iptables carries libxtables/libiptc that python-iptables loads; ipset and nftables
 # carry the kernel-side libraries (libnftables) the firewall backends bind to.
 # Tests: systemd (systemd-journald), rsyslog (with rsyslog-relp for the snippet's RELP) and
-# bsdutils (logger) as real log clients, redis-server as the fleet tests' Redis (with
-# redis-sentinel for the Sentinel failover test), and
-# openssh-server with sshpass for a real sshd to attack; python3-pyroute2, python3-iptables and
-# python3-nftables so the firewall tests also run the backends on the distribution's releases of
-# those libraries (Debian 12: pyroute2 0.7.2, python-iptables 1.0.1), which the packages use.
-# The tests start their own rsyslogd, sshd, redis-server and redis-sentinel; on a host whose init starts
-# services, installing these starts the system's as usual (the tests never use or stop those).
+# bsdutils (logger) as real log clients, redis-server and redis-sentinel as the fleet tests'
+# Redis, and openssh-server with sshpass for a real sshd to attack; python3-pyroute2,
+# python3-iptables, python3-nftables and python3-redis so the firewall and fleet tests also run
+# on the distribution's releases of those libraries (Debian 12: pyroute2 0.7.2, python-iptables
+# 1.0.1, redis 4.3.4), which the packages use. The tests start their own rsyslogd, sshd,
+# redis-server and redis-sentinel; on a host whose init starts services, installing these starts
+# the system's as usual (the tests never use or stop those).
 APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
-systemd rsyslog rsyslog-relp bsdutils redis-server redis-sentinel openssh-server sshpass python3-pyroute2 python3-iptables python3-nftables"
+systemd rsyslog rsyslog-relp bsdutils redis-server redis-sentinel openssh-server sshpass python3-pyroute2 \
+python3-iptables python3-nftables python3-redis"
 
 # Packaging: debhelper, dh-python and fakeroot build the .deb (dpkg-buildpackage), lintian checks
 # it, rpm carries rpmbuild for the .spec, debootstrap makes the clean Debian 12 root of the

@@ -44,7 +44,9 @@ class AgentProcess:
     """
 
     def __init__(self, workdir: Path, config: str, filters: dict[str, str] | None = None, dry_run: bool = True,
-                 netns: str | None = None, env: dict[str, str] | None = None, log_level: str = "debug") -> None:
+                 netns: str | None = None, env: dict[str, str] | None = None, log_level: str = "debug",
+                 interpreter: str = sys.executable) -> None:
+        self.interpreter = interpreter  # the agent's Python: this run's, or the distribution's
         self.dry_run = dry_run
         self.log_level = log_level
         self.env = env  # added to this process's environment (NOTIFY_SOCKET, WATCHDOG_USEC)
@@ -71,7 +73,7 @@ class AgentProcess:
         self.lines = []
         self.process = subprocess.Popen(
             [*(["ip", "netns", "exec", self.netns] if self.netns else []),
-             sys.executable, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
+             self.interpreter, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
              "--config", str(self.config_path), "--log-level", self.log_level],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **self.env} if self.env else None,

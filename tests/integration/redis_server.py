@@ -111,7 +111,8 @@ class _Daemon:
         if self.process.poll() is not None:
             raise AssertionError(f"{self.program} exited with {self.process.returncode}:\n{self.log()}")
         client = self.client()
-        client.set_retry(Retry(NoBackoff(), 0))  # one try per poll: redis-py's own retries take seconds
+        if hasattr(client, "set_retry"):  # redis-py 5+ (Debian 12's 4.3.4 does not retry by default)
+            client.set_retry(Retry(NoBackoff(), 0))  # one try per poll: redis-py's own retries take seconds
         try:
             return bool(client.ping())
         except redis.AuthenticationError:

@@ -14,6 +14,8 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from .agent import AgentProcess
-from .conftest import require_root, require_tools
+from .conftest import DISTRIBUTION_PYTHON, require_root, require_tools
 from .netns import NetworkNamespace
 from .polling import DEADLINE, wait_until
 from .redis_server import REDIS_SERVER, RedisServer
@@ -179,13 +181,14 @@ def write_key(path: Path) -> Path:
 
 @pytest.fixture
 def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
-    """start_fleet(fleet_count=False, jail_extra=""): a Redis and three agents (node-a, node-b, node-c), each
-    in a network namespace of its own, running and connected to the fleet. Everything is taken
-    down afterwards, also when the test fails: agents stopped, namespaces deleted, Redis stopped."""
+    """start_fleet(fleet_count=False, jail_extra="", interpreter=this run's): a Redis and three
+    agents (node-a, node-b, node-c), each in a network namespace of its own, running and
+    connected to the fleet. Everything is taken down afterwards, also when the test fails:
+    agents stopped, namespaces deleted, Redis stopped."""
     require_root()
     require_tools("ip", "ipset", "iptables-legacy", "logger", REDIS_SERVER)
     with ExitStack() as stack:
-        def start(fleet_count: bool = False, jail_extra: str = "") -> Fleet:
+        def start(fleet_count: bool = False, jail_extra: str = "", interpreter: str = sys.executable) -> Fleet:
             redis = stack.enter_context(RedisServer(tmp_path / "redis"))
             key_file = write_key(tmp_path / "fleet.key")
             nodes = []
@@ -196,7 +199,7 @@ def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
                 workdir.mkdir()
                 # A lock of our own: /run/xtables.lock is one for every namespace on the host.
                 agent = TimedAgent(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, jail_extra),
-                                   dry_run=False, netns=namespace.name,
+                                   dry_run=False, netns=namespace.name, interpreter=interpreter,
                                    env={"XTABLES_LOCKFILE": str(workdir / "xtables.lock")})
                 stack.callback(agent.stop)
                 nodes.append(Node(name, namespace, agent))
@@ -413,3 +416,21 @@ def test_a_unique_address_flood_stays_within_redis_maxmemory_and_never_costs_the
     wait_until(lambda: fleet.banned_everywhere("198.51.100.41", [b]), "a ban shared after the flood")
     for node in fleet.nodes:
         node.assert_running()
+
+
+def test_agents_on_the_distributions_python_libraries_share_bans_and_counts(start_fleet):
+    """The packaged agent runs on Debian 12's python3-redis 4.3.4, python3-pyroute2 0.7.2 and
+    python3-iptables 1.0.1, not the venv's PyPI releases."""
+    probe = subprocess.run([DISTRIBUTION_PYTHON, "-c", "import redis, pyroute2, iptc; print(redis.__version__, "
+                            "redis.__file__)"], capture_output=True, text=True)
+    if probe.returncode != 0 or "/usr/lib/python3/dist-packages/" not in probe.stdout:
+        pytest.skip(f"{DISTRIBUTION_PYTHON} lacks the distribution's python3-redis, python3-pyroute2 or "
+                    f"python3-iptables ({probe.stderr.strip()[-200:]}); packaging/deps.sh installs them")
+    print(f"{DISTRIBUTION_PYTHON}: redis {probe.stdout.split()[0]}")
+    fleet = start_fleet(fleet_count=True, interpreter=DISTRIBUTION_PYTHON)
+    a, b, c = fleet.nodes
+    a.fail("203.0.113.30", MAXRETRY)
+    wait_until(lambda: fleet.banned_everywhere("203.0.113.30"), "a ban on node-a in every kernel")
+    for node, times in ((a, 2), (b, 2), (c, 1)):
+        node.fail("203.0.113.31", times)
+    wait_until(lambda: fleet.banned_everywhere("203.0.113.31"), "2 + 2 + 1 failures banned in every kernel")
