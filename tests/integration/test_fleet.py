@@ -181,14 +181,15 @@ def write_key(path: Path) -> Path:
 
 @pytest.fixture
 def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
-    """start_fleet(fleet_count=False, jail_extra="", interpreter=this run's): a Redis and three
+    """start_fleet(fleet_count=False, jail_extra="" (or per node name), interpreter=this run's): a Redis and three
     agents (node-a, node-b, node-c), each in a network namespace of its own, running and
     connected to the fleet. Everything is taken down afterwards, also when the test fails:
     agents stopped, namespaces deleted, Redis stopped."""
     require_root()
     require_tools("ip", "ipset", "iptables-legacy", "logger", REDIS_SERVER)
     with ExitStack() as stack:
-        def start(fleet_count: bool = False, jail_extra: str = "", interpreter: str = sys.executable) -> Fleet:
+        def start(fleet_count: bool = False, jail_extra: str | dict[str, str] = "",
+                  interpreter: str = sys.executable) -> Fleet:
             redis = stack.enter_context(RedisServer(tmp_path / "redis"))
             key_file = write_key(tmp_path / "fleet.key")
             nodes = []
@@ -198,7 +199,8 @@ def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
                 workdir = tmp_path / name
                 workdir.mkdir()
                 # A lock of our own: /run/xtables.lock is one for every namespace on the host.
-                agent = TimedAgent(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, jail_extra),
+                extra = jail_extra.get(name, "") if isinstance(jail_extra, dict) else jail_extra
+                agent = TimedAgent(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, extra),
                                    dry_run=False, netns=namespace.name, interpreter=interpreter,
                                    env={"XTABLES_LOCKFILE": str(workdir / "xtables.lock")})
                 stack.callback(agent.stop)
@@ -434,3 +436,21 @@ def test_agents_on_the_distributions_python_libraries_share_bans_and_counts(star
     for node, times in ((a, 2), (b, 2), (c, 1)):
         node.fail("203.0.113.31", times)
     wait_until(lambda: fleet.banned_everywhere("203.0.113.31"), "2 + 2 + 1 failures banned in every kernel")
+
+
+def test_a_nodes_ignore_list_wins_over_a_fleet_ban_and_an_event_delivered_twice_changes_nothing(start_fleet):
+    fleet = start_fleet(jail_extra={"node-b": 'ignore = ["203.0.113.50"]'})
+    a, b, c = fleet.nodes
+    assert a.agent.cli("ban", "sshd", "203.0.113.50").returncode == 0
+    wait_until(lambda: fleet.banned_everywhere("203.0.113.50", [a, c]), "the ban on node-a and node-c")
+    wait_for_status(b, lambda status: status["fleet"]["protected"] >= 1, "node-b to refuse the ban")
+    assert "203.0.113.50" not in b.kernel_bans()
+    b.agent.wait_for(r"not applying node node-a's ban of 203\.0\.113\.50: it is on jail sshd's ignore list")
+    client = fleet.redis.client()
+    (_, fields), = client.xrevrange(STREAM, count=1)
+    before = c.status()["fleet"]
+    client.xadd(STREAM, fields)  # the same signed event again, as a redelivery would bring it
+    wait_for_status(c, lambda status: status["fleet"]["duplicate"] == before["duplicate"] + 1,
+                    "node-c to see the event twice")
+    assert c.status()["fleet"]["applied"] == before["applied"]
+    assert 3590 <= c.kernel_bans()["203.0.113.50"] <= 3600
