@@ -91,9 +91,10 @@ class RelpSession:
         parts: list[bytes] = []
         for _ in range(2):  # TXNR and COMMAND, each followed by a space
             header_end = buffer.find(b" ", fields_end, fields_end + _MAX_COMMAND + 1)
+            seen = buffer[fields_end:header_end if header_end >= 0 else fields_end + _MAX_COMMAND + 1]
+            if header_end < 0 and len(buffer) - fields_end > _MAX_COMMAND or b"\n" in seen:
+                raise RelpProtocolError(f"malformed frame header '{excerpt(buffer[start:start + 64])}'")
             if header_end < 0:
-                if len(buffer) - fields_end > _MAX_COMMAND:
-                    raise RelpProtocolError(f"malformed frame header '{excerpt(buffer[start:start + 64])}'")
                 return None
             parts.append(bytes(buffer[fields_end:header_end]))
             fields_end = header_end + 1

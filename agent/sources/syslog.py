@@ -39,7 +39,7 @@ from agent.sources import Sink
 from agent.sources.syslog_limits import ProblemLog, SenderCheck
 from agent.sources.syslog_peers import LocalSenders, peer_address
 from agent.sources.syslog_sockets import bound_socket
-from agent.sources.syslog_relp import RelpConnection
+from agent.sources.syslog_relp import DRAIN_TIMEOUT, RelpConnection
 from agent.sources.syslog_tcp import SyslogConnection
 from parsers.framing import FramingError
 from parsers.syslog import SyslogError, parse_message
@@ -51,7 +51,6 @@ _DATAGRAMS_PER_WAKEUP = 256  # datagrams read from one socket before the loop ge
 _QUEUE_BYTES = 64 * 1024 * 1024  # message text queued at most, whatever queue_size allows
 _TCP_READ_SIZE = 64 * 1024  # bytes read from a TCP connection at once: at most ~20k tiny frames to parse
 _TCP_PAUSE_AT = 10_000  # queued events at which TCP reading pauses (resuming at half)
-_DRAIN_TIMEOUT = 0.5  # how long RELP clients get to read our last acknowledgements when we stop
 _FLUSH_INTERVAL = 10.0  # how often held-back problem lines are summed up
 _COUNTERS = (
     "received", "delivered", "malformed", "truncated", "oversize", "framing_errors", "dropped_not_allowed",
@@ -206,9 +205,9 @@ class SyslogSource:
         for item in items:
             if type(item) is bytes:
                 accept(item, address, sender, now, trusted)
-            elif "exceeds max_frame" in item.reason:
+            elif "exceeds max_" in item.reason:  # max_frame (TCP) or max_message (RELP)
                 self.counts["oversize"] += 1
-                self.problems.report(sender, f"TCP frame dropped: {item.reason}: '{item.excerpt}'")
+                self.problems.report(sender, f"frame dropped: {item.reason}: '{item.excerpt}'")
             else:
                 self.counts["framing_errors"] += 1
                 self.problems.report(sender, f"TCP framing: {item.reason}: '{item.excerpt}'")
@@ -315,7 +314,7 @@ class SyslogSource:
         for connection in list(self.connections):
             connection.close()
         if self.draining:
-            await asyncio.wait([connection.drained for connection in self.draining], timeout=_DRAIN_TIMEOUT)
+            await asyncio.wait([connection.drained for connection in self.draining], timeout=DRAIN_TIMEOUT + 0.1)
             for connection in self.draining:
                 connection.abort()
             self.draining.clear()

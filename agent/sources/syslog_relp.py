@@ -17,6 +17,7 @@ from parsers.relp import SERVER_CLOSE, RelpSession
 if TYPE_CHECKING:
     from agent.sources.syslog import SyslogSource
 
+DRAIN_TIMEOUT = 0.5  # how long a closing session may take to read our last acknowledgements
 _SOFTWARE = f"jailwarden,{__version__},https://jailwarden.invalid/"
 
 
@@ -48,7 +49,15 @@ class RelpConnection(SyslogConnection):
             out = session.feed(source.read_buffer[:nbytes])
             if out.messages:
                 self._progress = asyncio.get_running_loop().time()
+                dropped = source.counts["dropped_queue_full"]
                 source.accept_frames(out.messages, self.address, self.sender, self.trusted)
+                if source.counts["dropped_queue_full"] != dropped:
+                    # Some were not taken: acknowledge none and end the session, so that the
+                    # client sends them again later (those that were taken may come twice).
+                    source.problems.report(self.sender, f"RELP session to {self._listen} ended unacknowledged: "
+                                                        f"the queue is full")
+                    self.close(deliver=False)
+                    return
             if out.reply:
                 self._transport.write(out.reply)
             if out.error is not None:
@@ -61,6 +70,7 @@ class RelpConnection(SyslogConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._source.draining.discard(self)
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -72,13 +82,15 @@ class RelpConnection(SyslogConnection):
         # Closing a socket with unread input makes the kernel send a reset, and a reset can
         # destroy acknowledgements the client has not read yet: it would send those messages
         # again. So: the hint, then our end of the stream, then read (and drop, unacknowledged)
-        # until the client closes; the source aborts what has not closed in time.
+        # until the client closes, for at most DRAIN_TIMEOUT (the source waits for that at stop).
         if not session.closed:
             transport.write(SERVER_CLOSE)
         transport.write_eof()
         transport.resume_reading()
-        self.drained = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.drained = loop.create_future()
         self._source.draining.add(self)
+        loop.call_later(DRAIN_TIMEOUT, self.abort)
 
     def abort(self) -> None:
         self._transport.abort()

@@ -74,6 +74,7 @@ def test_a_message_over_max_message_is_skipped_unbuffered_reported_and_acknowled
     (OPEN + b"2 syslog 12345678901 ", "DATALEN '12345678901' is not a number of 1 to 9 digits"),
     (OPEN + b"2 syslog 12345678901", "DATALEN has more than 9 digits"),
     (b"1 " + b"a" * 40 + b" 0\n", "malformed frame header"),
+    (b"x broken\n", "malformed frame header"),  # a line-based client: refused at its first line
 ])
 def test_a_broken_frame_ends_the_session_with_the_reason(stream, reason):
     out = RelpSession(1024, "s").feed(stream)
