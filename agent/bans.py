@@ -150,7 +150,9 @@ class BanBook:
 
     def unban(self, jail: str, address: Address, now: float) -> Ban | None:
         """Lift the ban of `address` in `jail`; returns the ban as it was, or None if there was none."""
-        ban = self._active.get(jail, {}).pop(normalise(address), None)
+        if not isinstance(address, (IPv4Network, IPv6Network)):
+            address = normalise(address)
+        ban = self._active.get(jail, {}).pop(address, None)
         if ban is None:
             return None
         self._count -= 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from agent.addresses import parse_address
+from agent.addresses import parse_address, parse_network
 from agent.bans import Ban
 from agent.config_values import parse_duration
 from agent.control import ControlError
@@ -102,7 +102,13 @@ class Commands:
 
     @staticmethod
     def _address(text: object):
+        """An address, or a network in CIDR notation (a prefix ban)."""
         try:
+            if "/" in str(text):
+                network = parse_network(str(text))
+                if network.prefixlen == 0:
+                    raise ValueError("a /0 network would ban everyone")
+                return network
             return parse_address(str(text))
-        except ValueError:
-            raise ControlError(f"{text!r} is not an IP address") from None
+        except ValueError as error:
+            raise ControlError(f"{text!r} is not an IP address or network: {error}") from None

@@ -124,7 +124,10 @@ class Jail:
         return address.is_loopback or address in self.ignore
 
     def forget(self, address: Address) -> None:
-        """Drop the address's window (after a manual unban, so it starts again from zero)."""
+        """Drop the address's window (after a manual unban, so it starts again from zero). A
+        network (a prefix ban) has no window."""
+        if isinstance(address, Network):
+            return
         address = normalise(address)
         self._windows.pop(address, None)
         self._changed_one(address)
