@@ -62,7 +62,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.enforcer: Enforcer | None = None
         self.fleet: Fleet | None = None
-        self.fleet_position: str | None = None  # the stored position in the fleet's stream
+        self.fleet_state: dict[str, str] = {}  # what the store kept of the fleet (stream position, ...)
         self._stopping: asyncio.Event | None = None
         self._running = False  # set once bans are restored and sources started
         self._exit_status = 0
@@ -232,7 +232,7 @@ class Agent:
         if self.config.fleet is not None:
             try:
                 self.fleet = Fleet(self.config.fleet, self)
-                await self.fleet.start(self.fleet_position)
+                await self.fleet.start(self.fleet_state, self._task_ended)
             except FleetError as error:
                 log.error("%s; running without the fleet", error)
                 self.fleet = None
@@ -351,7 +351,7 @@ class Agent:
             self.saved_position = position
         positions = {"journal": self.saved_position.text()} if self.saved_position else {}
         if self.fleet is not None:
-            positions["fleet"] = self.fleet.position
+            positions |= self.fleet.state()
         windows, complete = {}, set()
         for name, setup in self.pipeline.jails.items():
             windows[name], whole = setup.jail.changed_windows(name in everything)

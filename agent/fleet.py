@@ -14,6 +14,7 @@ unreachable the agent goes on deciding alone, says so once, and catches up when 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -21,13 +22,16 @@ import socket
 import stat
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.addresses import Address
-from agent.bans import Ban, BanPolicy
+from agent.bans import Ban
 from agent.fleet_config import FleetConfig
-from agent.fleet_events import FleetEvent, RejectedEvent, decode, encode, failures_key
+from agent.fleet_apply import FleetApplier
+from agent.fleet_events import (COUNT_SCRIPT, FleetEvent, RejectedEvent, count_member, decode, encode, entry_order,
+                                entry_time, failures_key, signed_members)
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -38,20 +42,11 @@ _READ_BATCH = 500  # stream entries read at once
 _BLOCK_MS = 1000  # how long a read waits for new entries
 _COUNT_BATCH = 256  # failures sent to Redis in one round trip
 _COUNT_QUEUE = 10_000  # failures waiting to be counted in Redis; beyond, dropped (counted locally still)
+_CHECK_INTERVAL = 60.0  # seconds between checks of Redis's clock and the stream's newest entry
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between attempts while Redis is unreachable
-# One failure into an address's sorted set, atomically and in one round trip (one key, so any
-# Redis Cluster slot): add it, drop what is older than findtime and all but the newest maxretry,
-# renew the expiry, return the fleet's count. ARGV: time, member, cutoff, maxretry, ttl.
-_COUNT_SCRIPT = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return redis.call('ZCARD', KEYS[1])
-"""
 _COUNTERS = ("published", "publish_dropped", "received", "applied", "own", "not_accepted", "protected", "expired",
-             "duplicate", "rejected_signature", "rejected_malformed", "counted", "count_dropped", "fleet_bans",
-             "outages")
+             "duplicate", "replayed", "rejected_signature", "rejected_malformed", "counted", "count_dropped",
+             "fleet_bans", "outages", "errors", "position_reset")
 
 
 class FleetError(Exception):
@@ -82,10 +77,16 @@ class Fleet:
         self.password = read_secret(config.password_file, "password_file").decode() if config.password_file else None
         self.counts = dict.fromkeys(_COUNTERS, 0)
         self.position = "0"  # the last stream entry applied; "0": the whole stream
+        self.applier = FleetApplier(agent, self.node)
+        self.offset = 0.0  # Redis's clock minus ours, measured at each (re)connection
+        self._checked = False  # position and clock checked since the last (re)connection
+        self._next_check = 0.0  # and again every _CHECK_INTERVAL
         self.connected = False
         self._outbox: deque[FleetEvent] = deque(maxlen=config.buffer)
         self._to_count: deque[tuple[str, Address, float]] = deque()
-        self._sequence = 0  # makes each failure's member of the sorted set unique
+        self._sequence = 0  # with the start time, makes each failure's member of a count unique
+        self._started_ns = f"{time.time_ns():x}"
+        self._last_time = 0.0  # of the last event published
         self._wake_publisher = asyncio.Event()
         self._wake_counter = asyncio.Event()
         self._client = None
@@ -106,7 +107,10 @@ class Fleet:
             return
         if len(self._outbox) == self._outbox.maxlen:
             self.counts["publish_dropped"] += 1
-        self._outbox.append(FleetEvent(kind, ban.jail, ban.address, ban.start, ban.end, ban.reason, self.node, now))
+        # Strictly increasing per node: the others refuse an event not newer than the last (a replay).
+        self._last_time = max(now, self._last_time + 1e-6)
+        self._outbox.append(FleetEvent(kind, ban.jail, ban.address, ban.start, ban.end, ban.reason, self.node,
+                                       self._last_time))
         self._wake_publisher.set()
 
     def count(self, jail: str, address: Address, when: float) -> None:
@@ -125,17 +129,29 @@ class Fleet:
 
     # -- running
 
-    async def start(self, position: str | None) -> None:
+    def state(self) -> dict[str, str]:
+        """What the store keeps: the stream position and the newest event seen per node."""
+        return {"fleet": self.position, "fleet_seen": json.dumps(self.applier.seen, sort_keys=True)}
+
+    async def start(self, stored: dict[str, str], supervise: Callable[[asyncio.Task], None]) -> None:
+        """Connect (in the background) and read on from the stored position; `supervise` is
+        called when a task of the fleet ends by itself, which is a bug."""
         try:
             import redis.asyncio as redis_asyncio
         except ImportError as error:
             raise FleetError(f"[fleet] is configured but the python redis client cannot be imported ({error}; "
                              f"Debian: apt install python3-redis)") from None
-        if position:
-            self.position = position
+        self.position = stored.get("fleet") or "0"
+        try:
+            seen = json.loads(stored.get("fleet_seen", "{}"))
+            self.applier.seen = {str(node): float(when) for node, when in seen.items()}
+        except (ValueError, TypeError, AttributeError):
+            log.error("fleet: the stored newest events per node are unreadable; starting without them")
         self._client = self._connect(redis_asyncio)
         self._tasks = [asyncio.create_task(job(), name=f"fleet {job.__name__}")
                        for job in (self._consume, self._publish, self._count)]
+        for task in self._tasks:
+            task.add_done_callback(supervise)
         log.info("fleet: node %s, Redis at %s, reading the stream from %s%s", self.node, self.where, self.position,
                  " (dry run: publishing nothing, counting nothing)" if self.read_only else "")
 
@@ -182,6 +198,8 @@ class Fleet:
         stream = self.config.stream
         while True:
             try:
+                if not self._checked or time.monotonic() > self._next_check:
+                    await self._check_position_and_clock()
                 reply = await self._client.xread({stream: self.position}, count=_READ_BATCH, block=_BLOCK_MS)
             except Exception as error:  # noqa: BLE001 - any Redis failure: wait and try again
                 await self._outage(error)
@@ -190,8 +208,39 @@ class Fleet:
             for _, entries in reply or ():
                 now = time.time()
                 for entry_id, fields in entries:
-                    self._apply(fields, now)
-                    self.position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    try:
+                        self._apply(fields, now, now + self.offset - entry_time(entry_id))
+                    except Exception:  # a bug: the entry is skipped, the reader lives on
+                        self.counts["errors"] += 1
+                        log.exception("fleet: failed to apply stream entry %s; skipped", entry_id)
+                    self.position = entry_id
+
+    async def _check_position_and_clock(self) -> None:
+        """After each (re)connection: Redis's clock against ours, and the stored position
+        against the stream's newest entry. A position beyond it (Redis lost its data, another
+        Redis, a forged entry ID) would make the reader wait for entries that never come: read
+        the whole stream again instead, which applies nothing twice."""
+        seconds, microseconds = _single(await self._client.time())
+        self.offset = seconds + microseconds / 1e6 - time.time()
+        try:
+            newest = _single(await self._client.xinfo_stream(self.config.stream))["last-generated-id"]
+        except Exception as error:  # noqa: BLE001 - no stream yet: nothing was published
+            if "no such key" not in str(error).lower():
+                raise
+            newest = "0-0"
+        newest = newest.decode() if isinstance(newest, bytes) else str(newest)
+        if self.position != "0" and entry_order(self.position) > entry_order(newest):
+            self.counts["position_reset"] += 1
+            log.warning("fleet: the stored stream position %s is beyond the newest entry of %s (%s): Redis lost "
+                        "its data or is another one; reading the stream from its start", self.position,
+                        self.config.stream, newest)
+            self.position = "0"
+        if abs(self.offset) > 5:
+            log.warning("fleet: Redis's clock is %+.1f s from this host's; fleet times are taken from Redis",
+                        self.offset)
+        self._checked = True
+        self._next_check = time.monotonic() + _CHECK_INTERVAL
 
     async def _publish(self) -> None:
         while True:
@@ -200,7 +249,7 @@ class Fleet:
                 await self._wake_publisher.wait()
             event = self._outbox[0]
             try:
-                await self._client.xadd(self.config.stream, encode(event, self.key),
+                await self._client.xadd(self.config.stream, encode(event, self.key, self.config.stream),
                                         maxlen=self.config.stream_maxlen, approximate=True)
             except Exception as error:  # noqa: BLE001
                 await self._outage(error)
@@ -211,120 +260,88 @@ class Fleet:
             self.counts["published"] += 1
 
     async def _count(self) -> None:
-        jails = self.agent.config.jails
         while True:
             if not self._to_count:
                 self._wake_counter.clear()
                 await self._wake_counter.wait()
+            jails = self.agent.config.jails  # read anew: a reload may change them
             # Up to _COUNT_BATCH failures in one round trip (a pipeline, not a transaction: each
             # script touches one key, so a cluster client can send each to its own node).
             batch = []
             pipe = self._client.pipeline(transaction=False)
-            now = time.time()
             while self._to_count and len(batch) < _COUNT_BATCH:
-                jail, address, when = self._to_count.popleft()
+                jail, address, _ = self._to_count.popleft()
                 setup = jails.get(jail)
-                if setup is None:
+                if setup is None or not setup.fleet_count:
                     continue
                 key = failures_key(self.config.prefix, jail, address)
-                member = f"{self.node}:{when!r}:{self._sequence}"
                 self._sequence += 1
-                pipe.eval(_COUNT_SCRIPT, 1, key, when, member, now - setup.findtime, setup.maxretry,
+                member = count_member(self.key, key, self.node, f"{self._started_ns}.{self._sequence}")
+                pipe.eval(COUNT_SCRIPT, 1, key, member, setup.findtime, 4 * setup.maxretry,
                           math.ceil(setup.findtime) + 1)
                 batch.append((setup, jail, address, key))
             if not batch:
                 continue
             try:
-                totals = await pipe.execute()
+                results = await pipe.execute()
             except Exception as error:  # noqa: BLE001
                 self.counts["count_dropped"] += len(batch)
                 await self._outage(error)
                 continue
             self._up()
             self.counts["counted"] += len(batch)
-            reached = [key for (setup, jail, address, key), total in zip(batch, totals, strict=True)
-                       if total >= setup.maxretry and self._count_reached(jail, address, total, time.time())]
+            reached = []
+            for (setup, jail, address, key), members in zip(batch, results, strict=True):
+                total = signed_members(members, self.key, key)  # what someone wrote without the key does not count
+                if total >= setup.maxretry and self.applier.count_reached(jail, address, total, time.time()):
+                    reached.append(key)
             if reached:
                 self.counts["fleet_bans"] += len(reached)
-                try:
-                    await self._client.delete(*reached) if not self.config.cluster else \
-                        await asyncio.gather(*(self._client.delete(key) for key in reached))
-                except Exception as error:  # noqa: BLE001 - the window starts again, as a local jail's does
-                    if not _is_refusal(error):
-                        await self._outage(error)
-                    elif not self._told_no_delete:  # the counts then simply expire after findtime
-                        self._told_no_delete = True
-                        log.warning("fleet: Redis refuses DEL (%s): a fleet count is not reset at its ban, it "
-                                    "expires after findtime instead", error)
+                await self._reset_counts(reached)
 
-    def _apply(self, fields: dict, now: float) -> None:
+    async def _reset_counts(self, keys: list[str]) -> None:
+        """The windows of banned addresses start again, as a local jail's do."""
+        try:
+            if self.config.cluster:
+                await asyncio.gather(*(self._client.delete(key) for key in keys))
+            else:
+                await self._client.delete(*keys)
+        except Exception as error:  # noqa: BLE001
+            if not _is_refusal(error):
+                await self._outage(error)
+            elif not self._told_no_delete:  # the counts then simply expire after findtime
+                self._told_no_delete = True
+                log.warning("fleet: Redis refuses DEL (%s): a fleet count is not reset at its ban, it "
+                            "expires after findtime instead", error)
+
+    def _apply(self, fields: dict, now: float, age: float) -> None:
         counts = self.counts
         counts["received"] += 1
         try:
-            event = decode(fields, self.key)
+            event = decode(fields, self.key, self.config.stream)
         except RejectedEvent as error:
-            counts["rejected_signature" if error.signature else "rejected_malformed"] += 1
-            log.warning("fleet: stream entry rejected: %s", error)
+            name = "rejected_signature" if error.signature else "rejected_malformed"
+            counts[name] += 1
+            if counts[name] <= 10 or counts[name] % 1000 == 0:  # a flood of them must not flood the log
+                log.warning("fleet: stream entry rejected (%d so far): %s", counts[name], error)
             return
-        if event.node == self.node:
-            counts["own"] += 1
-            return
-        counts[self._apply_event(event, now)] += 1
-
-    def _apply_event(self, event: FleetEvent, now: float) -> str:
-        """Apply another node's ban or unban here; returns the counter it adds to."""
-        agent = self.agent
-        setup, config = agent.pipeline.jails.get(event.jail), agent.config.jails.get(event.jail)
-        if setup is None or config is None or not config.accept:
-            return "not_accepted"
-        book = agent.pipeline.book
-        current = book.current(event.jail, event.address)
-        if event.kind == "unban":
-            if current is None or current.start > event.time:  # not banned, or banned again since
-                return "duplicate"
-            book.unban(event.jail, event.address, now)
-            setup.jail.forget(event.address)
-            agent.lift(current, now, f"unbanned on node {event.node}")
-            return "applied"
-        if event.end <= now:
-            return "expired"
-        refusal = agent.protection(event.jail, event.address)
-        if refusal is not None:
-            log.warning("jail %s: not applying node %s's ban of %s: %s", event.jail, event.node, event.address,
-                        refusal)
-            return "protected"
-        if current is not None and current.end >= event.end:
-            return "duplicate"
-        ban = book.ban((event.jail, event.address), now, BanPolicy(event.end - now),
-                       reason=f"node {event.node}: {event.reason}")
-        if current is None:
-            agent.banned(ban, share=False)
-        else:
-            agent.enforce(ban)
-        return "applied"
-
-    def _count_reached(self, jail: str, address: Address, total: int, now: float) -> bool:
-        """The fleet's total for `address` reached the jail's maxretry: ban it here (and so, shared,
-        everywhere) unless it is protected or banned already."""
-        agent = self.agent
-        setup = agent.pipeline.jails.get(jail)
-        if setup is None or agent.protection(jail, address) is not None or agent.pipeline.book.current(jail, address):
-            return False
-        ban = agent.pipeline.book.ban((jail, address), now, setup.policy, reason=f"{total} failures across the fleet")
-        setup.jail.forget(address)
-        agent.banned(ban)
-        return True
+        counts[self.applier.apply(event, now, age)] += 1
 
     async def _outage(self, error: Exception) -> None:
         """Redis failed a command: unreachable (wait, retry) or refusing us (say so; the
         administrator may fix the password or the ACL while we wait)."""
         refused = _is_refusal(error)
+        self._checked = False
         if self.connected or self._down_since is None or refused != self._refused:
             self.connected = False
             self._down_since = self._down_since or time.monotonic()
             self.counts["outages"] += 1
             self._refused = refused
-            if refused:
+            if "equal or smaller than the target stream top item" in str(error):
+                log.error("fleet: Redis refuses new entries in %s: its newest entry has an ID in the future (not "
+                          "written by an agent?); delete the stream (DEL %s) to recover; banning locally meanwhile",
+                          self.config.stream, self.config.stream)
+            elif refused:
                 log.error("fleet: Redis at %s refuses this agent (%s): check [fleet] username and password_file, "
                           "and that the ACL user may run XADD, XREAD, EVAL and DEL on %s:*; banning locally "
                           "meanwhile", self.where, error, self.config.prefix)
@@ -351,3 +368,10 @@ def _is_refusal(error: Exception) -> bool:
     text = str(error)
     return bool(names & {"AuthenticationError", "NoPermissionError", "AuthenticationWrongNumberOfArgsError"}) \
         or text.startswith(("WRONGPASS", "NOPERM")) or "invalid username-password" in text
+
+
+def _single(reply):
+    """A cluster client may answer a command per node (a dict keyed by node): take one answer."""
+    if isinstance(reply, dict) and reply and not isinstance(next(iter(reply)), (str, bytes)):
+        return next(iter(reply.values()))
+    return reply

@@ -87,7 +87,7 @@ async def _from_store(agent: Agent, now: float, legacy_checkpoint: Path | None) 
         else:
             gone.setdefault(name, 0)
     await _forget_gone_jails(agent, gone, await _tear_down_old_backends(agent, loaded.backends))
-    agent.fleet_position = loaded.positions.get("fleet")
+    agent.fleet_state = {name: text for name, text in loaded.positions.items() if name.startswith("fleet")}
     text = loaded.positions.get("journal")
     if text is not None:
         try:

@@ -454,3 +454,70 @@ def test_a_nodes_ignore_list_wins_over_a_fleet_ban_and_an_event_delivered_twice_
                     "node-c to see the event twice")
     assert c.status()["fleet"]["applied"] == before["applied"]
     assert 3590 <= c.kernel_bans()["203.0.113.50"] <= 3600
+
+
+def test_a_node_back_from_a_stop_does_not_keep_a_ban_lifted_while_it_was_away(start_fleet):
+    fleet = start_fleet()
+    a, b, c = fleet.nodes
+    lifted, kept = "203.0.113.60", "203.0.113.61"
+    c.agent.stop()
+    for address in (lifted, kept):
+        assert a.agent.cli("ban", "sshd", address).returncode == 0
+    wait_until(lambda: fleet.banned_everywhere(lifted, [b]), "the ban on node-b")
+    time.sleep(1.1)  # the unban is a second younger than the ban, as when node-c reads it late
+    assert a.agent.cli("unban", "sshd", lifted).returncode == 0
+    wait_until(lambda: lifted not in b.kernel_bans(), "the unban on node-b")
+    c.agent.start()
+    wait_until(lambda: kept in c.kernel_bans(), f"node-c applying the ban of {kept}")
+    c.agent.wait_for(rf"unban {re.escape(lifted)} \(unbanned on node node-a\)")
+    assert lifted not in c.kernel_bans()
+
+
+def test_a_signed_ban_copied_back_into_the_stream_after_its_unban_bans_nowhere(start_fleet):
+    fleet = start_fleet()
+    a, b, c = fleet.nodes
+    address = "203.0.113.62"
+    assert a.agent.cli("ban", "sshd", address).returncode == 0
+    wait_until(lambda: fleet.banned_everywhere(address), "the ban everywhere")
+    client = fleet.redis.client()
+    (_, ban_fields), = client.xrevrange(STREAM, count=1)
+    assert a.agent.cli("unban", "sshd", address).returncode == 0
+    wait_until(lambda: fleet.banned_nowhere(address), "the unban everywhere")
+    client.xadd(STREAM, ban_fields)  # what someone with write access to Redis, but no key, can do
+    for node in (b, c):
+        wait_for_status(node, lambda status: status["fleet"]["replayed"] >= 1, "the copy refused as a replay")
+    assert fleet.banned_nowhere(address)
+
+
+def test_count_members_written_without_the_key_do_not_count_towards_a_ban(start_fleet):
+    fleet = start_fleet(fleet_count=True)
+    a, b, _ = fleet.nodes
+    address = "203.0.113.63"
+    client = fleet.redis.client()
+    key = f"jailwarden:failures:{{sshd:{address}}}"
+    now = client.time()[0]
+    client.zadd(key, {f"node-x|{n}|{'0' * 32}": now for n in range(MAXRETRY - 1)})  # 4 forged failures
+    a.fail(address)
+    a.agent.wait_for(rf"jail sshd: failure from {re.escape(address)} ")
+    wait_for_status(a, lambda status: status["fleet"]["counted"] >= 1, "node-a to count the failure in Redis")
+    assert_never_banned(fleet, address, SHARE_LATENCY)
+    a.fail(address, MAXRETRY - 2)
+    b.fail(address)  # 5 real failures over two nodes
+    wait_until(lambda: fleet.banned_everywhere(address), f"{address} banned after 5 real failures")
+
+
+def test_a_stream_that_lost_its_entries_is_read_again_from_its_start(start_fleet):
+    """Redis restarted without its data (or another Redis): the stored position is beyond every
+    entry, and a node reading from it would never see a ban again."""
+    fleet = start_fleet()
+    a, b, c = fleet.nodes
+    assert a.agent.cli("ban", "sshd", "203.0.113.64").returncode == 0
+    wait_until(lambda: fleet.banned_everywhere("203.0.113.64"), "the first ban everywhere")
+    c.agent.stop()
+    client = fleet.redis.client()
+    client.delete(STREAM)
+    client.xadd(STREAM, {"note": "an entry older than node-c's position"}, id="1-0")
+    c.agent.start()
+    wait_for_status(c, lambda status: status["fleet"]["position_reset"] == 1, "node-c to read from the start")
+    assert a.agent.cli("ban", "sshd", "203.0.113.65").returncode == 0
+    wait_until(lambda: "203.0.113.65" in c.kernel_bans(), "a new ban on node-c")

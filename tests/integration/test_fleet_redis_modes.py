@@ -31,11 +31,12 @@ FLEET_USER, FLEET_PASSWORD = "jw", secrets.token_hex(16)
 ADMIN_USER, ADMIN_PASSWORD = "admin", secrets.token_hex(16)  # the test's own view of the server
 # What an agent sends to a standalone Redis, and nothing else: XADD and XREAD on the stream of
 # bans, EVAL of the count script, whose commands run under the same user (ZADD, ZREMRANGEBYSCORE,
-# ZREMRANGEBYRANK, EXPIRE, ZCARD), DEL of a count that reached maxretry, and PING, redis-py's
+# ZREMRANGEBYRANK, EXPIRE, ZRANGE, TIME), DEL of a count that reached maxretry, TIME and XINFO
+# STREAM after each (re)connection (Redis's clock, the stream's newest entry), and PING, redis-py's
 # health check of a connection idle for 30 s. Only the fleet's keys; no pub/sub channels. (A
 # cluster client also asks each node for CLUSTER SLOTS and COMMAND.)
-FLEET_COMMANDS = ("xadd", "xread", "eval", "zadd", "zremrangebyscore", "zremrangebyrank", "expire", "zcard", "del",
-                  "ping")
+FLEET_COMMANDS = ("xadd", "xread", "xinfo|stream", "eval", "zadd", "zremrangebyscore", "zremrangebyrank", "expire",
+                  "zrange", "time", "del", "ping")
 FLEET_ACL = (f"{FLEET_USER} on >{FLEET_PASSWORD} resetchannels ~jailwarden:* -@all "
              + " ".join(f"+{command}" for command in FLEET_COMMANDS))
 FAILOVER_SHARE_DEADLINE = 15.0  # seconds from a ban after the failover to the ban on the other agent
