@@ -35,7 +35,7 @@ from agent.config import SyslogConfig
 from agent.config_values import ListenAddress
 from agent.events import LogEvent
 from agent.host import own_addresses
-from agent.sources import Sink
+from agent.sources import Sink, SourceError
 from agent.sources.syslog_limits import ProblemLog, SenderCheck
 from agent.sources.syslog_peers import LocalSenders, peer_address
 from agent.sources.syslog_sockets import bound_socket
@@ -101,9 +101,10 @@ class SyslogSource:
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """Listen on every configured address. Raises SourceError naming the address and the OS's
-        reason when one cannot be bound (port in use, address not on this host); the addresses
-        opened before it are closed again."""
+        """Listen on every configured address that can be bound; one that cannot (port in use,
+        address not on this host) is logged with the OS's reason and left out, so that a taken
+        port costs that listener only. Raises SourceError, naming each address and reason, when
+        none can be bound."""
         loop = asyncio.get_running_loop()
         try:
             # In a thread: pyroute2 0.9 runs an event loop of its own, which cannot nest in ours.
@@ -111,28 +112,41 @@ class SyslogSource:
         except OSError as error:  # loopback is still known as local
             _LOG.error("syslog: cannot list this host's addresses, so a local process sending from one of them "
                        "would count as remote: %s", error)
+        listening, failures = [], []
         try:
             for listen in self.config.listen:
-                sock = bound_socket(listen)
-                if listen.transport in ("tcp", "relp"):
-                    connection = RelpConnection if listen.transport == "relp" else SyslogConnection
-                    try:
-                        self._servers.append(await loop.create_server(
-                            lambda listen=listen, connection=connection: connection(self, listen), sock=sock))
-                    except BaseException:
-                        sock.close()
-                        raise
-                    continue
-                self._datagram_sockets.append(sock)
-                if listen.transport == "unix":
-                    self._unix_files.append((listen.path, os.stat(listen.path).st_ino))
-                loop.add_reader(sock.fileno(), self._read_datagrams, sock, listen)
+                try:
+                    await self._listen(loop, listen)
+                    listening.append(str(listen))
+                except SourceError as error:
+                    failures.append(str(error))
         except BaseException:
             await self._close_inputs()
             raise
+        if not listening:
+            await self._close_inputs()
+            raise SourceError("; ".join(failures))
+        for failure in failures:
+            _LOG.error("syslog: %s; listening on the other addresses", failure)
         self._tasks = [loop.create_task(self._deliver(), name="syslog delivery"),
                        loop.create_task(self._flush_problems(), name="syslog problem log")]
-        _LOG.info("syslog: listening on %s", ", ".join(str(listen) for listen in self.config.listen))
+        _LOG.info("syslog: listening on %s", ", ".join(listening))
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, listen: ListenAddress) -> None:
+        sock = bound_socket(listen)
+        if listen.transport in ("tcp", "relp"):
+            connection = RelpConnection if listen.transport == "relp" else SyslogConnection
+            try:
+                self._servers.append(await loop.create_server(
+                    lambda: connection(self, listen), sock=sock))
+            except BaseException:
+                sock.close()
+                raise
+            return
+        self._datagram_sockets.append(sock)
+        if listen.transport == "unix":
+            self._unix_files.append((listen.path, os.stat(listen.path).st_ino))
+        loop.add_reader(sock.fileno(), self._read_datagrams, sock, listen)
 
     async def stop(self) -> None:
         """Stop receiving, hand what was already received to the sink, and close everything."""

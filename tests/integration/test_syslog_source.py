@@ -380,19 +380,26 @@ def test_unix_socket_is_private_receives_from_logger_and_is_removed_at_stop(tmp_
     assert not path.exists()
 
 
-def test_start_names_the_address_and_the_os_error_when_it_cannot_bind():
+def test_an_address_that_cannot_be_bound_is_named_with_the_os_error_and_the_others_still_listen(caplog):
     port = free_port()
     udp, tcp = both(port)
+
+    async def start_and_stop(source: SyslogSource) -> None:
+        await source.start()
+        await source.stop()
+
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind(("127.0.0.1", port))
         holder.listen()
-        with pytest.raises(SourceError, match=rf"{tcp}: Address already in use"):
-            asyncio.run(SyslogSource(syslog_config(udp, tcp), print).start())
+        with caplog.at_level("INFO", logger="jailwarden.syslog"):
+            asyncio.run(start_and_stop(SyslogSource(syslog_config(udp, tcp), print)))
+    assert f"{tcp}: Address already in use; listening on the other addresses" in caplog.text
+    assert f"listening on {udp}" in caplog.text
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", port))  # the UDP socket opened before the failure was closed
+        probe.bind(("127.0.0.1", port))  # the UDP socket was closed at stop
     with pytest.raises(SourceError, match=r"udp://192\.0\.2\.1:\d+: Cannot assign requested address"):
-        asyncio.run(SyslogSource(syslog_config(f"udp://192.0.2.1:{port}"), print).start())
+        asyncio.run(SyslogSource(syslog_config(f"udp://192.0.2.1:{port}"), print).start())  # none: an error
 
 
 def test_an_unprivileged_local_user_is_not_a_trusted_sender(receiver, unprivileged_user):
