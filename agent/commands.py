@@ -45,7 +45,8 @@ class Commands:
         return {"version": VERSION, "dry_run": agent.dry_run, "uptime": now - agent.started,
                 "store_error": agent.recorder.error,
                 "jails": {name: self._jail_status(name) for name in agent.pipeline.jails},
-                "sources": sources, "fleet": agent.fleet.stats() if agent.fleet is not None else None}
+                "sources": sources, "fleet": agent.fleet.stats() if agent.fleet is not None else None,
+                "actions": agent.actions.stats() if agent.actions is not None else {}}
 
     def bans(self, jail: str | None = None) -> list[dict]:
         now = time.time()

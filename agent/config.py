@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.addresses import Network
 from agent.bans import WEEK, BanPolicy, BantimeIncrement
+from agent.actions import ACTIONS
 from agent.prefixes import Aggregation
 from agent.fleet_config import FLEET_KEYS, JAIL_FLEET_KEYS, FleetConfig, redis_url, sentinel
 from agent.fleet_config import prefix as fleet_prefix
@@ -158,6 +159,7 @@ class JailConfig:
     fleet_count: bool = False
     # Ban a whole /24 or /64 once this many of its addresses were banned within a window; None: off.
     aggregate: Aggregation | None = None
+    actions: tuple[str, ...] = ()  # what a ban also sets off: names of [actions.NAME] tables or shipped actions
 
     @property
     def policy(self) -> BanPolicy:
@@ -179,6 +181,7 @@ class Config:
     firewall: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> its options
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     fleet: FleetConfig | None = None  # None: this agent decides alone
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # [actions.NAME]: its options, as written
 
 
 def load_config(path: str | Path = DEFAULT_PATH, jail_dir: str | Path | None = None,
@@ -265,7 +268,7 @@ _AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "ke
                "reconcile_interval", "fail2ban_dir")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
-    "require_trusted", "ports", "protocol", "aggregate", *JAIL_FLEET_KEYS,
+    "require_trusted", "ports", "protocol", "aggregate", "actions", *JAIL_FLEET_KEYS,
 )  # fmt: skip
 _JOURNAL_KEYS = ("enabled", "namespace", "path", "poll_interval")
 _SYSLOG_KEYS = ("enabled", "listen", "allow", "trust", "trusted_uids", "max_message", "max_connections", "idle_timeout",
@@ -282,7 +285,8 @@ class _Checker:
         self.errors: list[ConfigError] = []
 
     def config(self, document: dict, files: tuple[Path, ...]) -> Config:
-        self.table(document, (), ("agent", "sources", "firewall", "jails", "metrics", "fleet"))
+        self.table(document, (), ("agent", "sources", "firewall", "jails", "metrics", "fleet", "actions"))
+        actions = self.actions(document.get("actions", {}))
         agent = AgentConfig(**self.agent(self.table(document.get("agent", {}), ("agent",), _AGENT_KEYS)))
         sources = self.table(document.get("sources", {}), ("sources",), ("journal", "syslog"))
         journal = self.table(sources.get("journal", {}), ("sources", "journal"), _JOURNAL_KEYS)
@@ -307,13 +311,28 @@ class _Checker:
                 JournalConfig(**journal_values),
                 SyslogConfig(**syslog_values),
             ),
-            jails={name: self.jail(name, jail, agent, jails) for name, jail in jails.items()},
+            jails={name: self.jail(name, jail, agent, jails, actions) for name, jail in jails.items()},
             files=files,
             firewall=self.firewall(self.table(document.get("firewall", {}), ("firewall",), tuple(FIREWALL_OPTIONS))),
             metrics=MetricsConfig(**self.read(self.table(document.get("metrics", {}), ("metrics",), ("listen",)),
                                               ("metrics",), {"listen": http_listen})),
             fleet=self.fleet(document["fleet"]) if "fleet" in document else None,
+            actions=actions,
         )
+
+    def actions(self, raw: object) -> dict[str, dict[str, Any]]:
+        """[actions.NAME] tables: their options go to the action as they are (the action checks
+        them when the agent starts); `type` must be text when given."""
+        tables = {}
+        for name, table in self.table(raw, ("actions",), None).items():
+            if not isinstance(table, dict):
+                self.error(("actions", name), f"expected a table of the action's options, got {describe(table)}")
+            elif "type" in table and not isinstance(table["type"], str):
+                self.error(("actions", name, "type"), "expected a shipped action's name, module:Class or an "
+                                                      f"entry point's name, got {describe(table['type'])}")
+            else:
+                tables[name] = table
+        return tables
 
     def fleet(self, raw: object) -> FleetConfig | None:
         path = ("fleet",)
@@ -349,7 +368,7 @@ class _Checker:
                                                              "reconcile_interval": parse_duration})
         return values | self.read_lists(table, ("agent",), {"ignore": network})
 
-    def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict) -> JailConfig:
+    def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict, actions: dict) -> JailConfig:
         path = ("jails", name)
         if not _JAIL_NAME.fullmatch(name):
             self.error(path, "a jail name is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit")
@@ -372,7 +391,11 @@ class _Checker:
                 "fleet_count": boolean,
             },
         )
-        values |= self.read_lists(table, path, {"ports": port})
+        values |= self.read_lists(table, path, {"ports": port, "actions": nonempty_text})
+        for index, action in enumerate(values.get("actions", ())):
+            if action not in actions and action not in ACTIONS:
+                self.error(path + ("actions",), f"no [actions.{action}] table and no shipped action of that name "
+                                                f"(shipped: {', '.join(ACTIONS)})", index=index)
         own_ignore = self.read_lists(table, path, {"ignore": network}).get("ignore", ())
         values["ignore"] = tuple(dict.fromkeys(agent.ignore + own_ignore))
         values.setdefault("backend", agent.backend)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from agent import restore
+from agent.actions.runner import ActionRunner, build_actions
 from agent.addresses import Address, AddressSet, Network
 from agent.bans import Ban, BanBook, BanPolicy
 from agent.commands import Commands
@@ -68,6 +69,14 @@ class Agent:
         self._exit_status = 0
         self._reloading = asyncio.Lock()
         self._signal_tasks: set[asyncio.Task] = set()
+        self.actions: ActionRunner | None = None
+        wanted = {name for jail in self.pipeline.jails for name in config.jails[jail].actions}
+        if wanted and dry_run:
+            log.info("dry run: actions %s are not run", ", ".join(sorted(wanted)))
+        if wanted and not dry_run:  # a dry run must not send anything anywhere
+            actions, problems = build_actions(config.actions, wanted)
+            self.problems += problems
+            self.actions = ActionRunner(actions, {name: config.jails[name].actions for name in self.pipeline.jails})
         if not dry_run:
             backends, problems = build_backends(config, list(self.pipeline.jails))
             self.problems += problems
@@ -121,6 +130,8 @@ class Agent:
         self.enforce(ban)
         if share and self.fleet is not None:
             self.fleet.publish("ban", ban, time.time())
+        if self.actions is not None:
+            self.actions.notify("ban", ban)
         prefix = self.pipeline.aggregate(ban, time.time())
         if isinstance(prefix, str):
             log.warning("jail %s: not banning the prefix of %s: %s", ban.jail, ban.address, prefix)
@@ -141,6 +152,8 @@ class Agent:
         if self.enforcer is not None:
             self.enforcer.unban(ban.jail, ban.address)
         self.recorder.lifted(ban, now)
+        if self.actions is not None:
+            self.actions.notify("unban", ban)
         log.warning("jail %s: unban %s (%s)%s", ban.jail, ban.address, why, " [dry run]" if self.dry_run else "")
 
     def _longest_findtime(self) -> float:
@@ -236,6 +249,8 @@ class Agent:
             except FleetError as error:
                 log.error("%s; running without the fleet", error)
                 self.fleet = None
+        if self.actions is not None:
+            self.actions.start()
         await self.start_sources(now)
         if not self.sources:
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
@@ -275,6 +290,8 @@ class Agent:
             await source.stop()
         if self.fleet is not None:
             await self.fleet.stop()
+        if self.actions is not None:
+            await self.actions.stop()
         if self.control is not None:
             await self.control.stop()
         if self.metrics is not None:

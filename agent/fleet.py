@@ -17,15 +17,14 @@ import asyncio
 import json
 import logging
 import math
-import os
 import socket
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import secrets
 from agent.addresses import Address
 from agent.bans import Ban
 from agent.fleet_config import FleetConfig
@@ -54,18 +53,10 @@ class FleetError(Exception):
 
 
 def read_secret(path: Path, what: str) -> bytes:
-    """The contents of a secret file, which only its owner (root) may read."""
     try:
-        mode = os.stat(path).st_mode
-        data = path.read_bytes().strip()
-    except OSError as error:
-        raise FleetError(f"[fleet] {what} {path}: {error.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise FleetError(f"[fleet] {what} {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
-                         f"chmod 600 it")
-    if not data:
-        raise FleetError(f"[fleet] {what} {path} is empty")
-    return data
+        return secrets.read_secret(path, f"[fleet] {what}")
+    except secrets.SecretError as error:
+        raise FleetError(str(error)) from None
 
 
 class Fleet:

@@ -95,7 +95,9 @@ async def reload(agent: Agent) -> list[str]:
                 agent.enforcer.ban(name, ban.address, ban.end)
     changes += [f"[agent] {key} changed: takes effect at the next start" for key in _RESTART_ONLY
                 if getattr(old_config.agent, key) != getattr(config.agent, key)]
-    for table in ("metrics", "fleet"):
+    if agent.actions is not None:  # which jail sets off which action applies at once
+        agent.actions.jail_actions = {name: config.jails[name].actions for name in new}
+    for table in ("metrics", "fleet", "actions"):
         if getattr(old_config, table) != getattr(config, table):
             changes.append(f"[{table}] changed: takes effect at the next start")
     changes += await _restart_sources(agent, old_config, old)
