@@ -15,7 +15,7 @@ from typing import TextIO
 
 from agent import __version__
 from agent.host import account_uid
-from agent.cli_control import cmd_ban, cmd_bans, cmd_reload, cmd_status, cmd_unban
+from agent.cli_control import cmd_ban, cmd_bans, cmd_reload, cmd_report, cmd_status, cmd_unban
 from agent.parallel import available_cpus, count_file
 from agent.testfilter import FilterTester, Summary
 from parsers.errors import FilterError
@@ -344,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     unban.add_argument("targets", metavar="[JAIL] ADDRESS", nargs="*")
     unban.add_argument("--all", action="store_true", help="lift every ban (of --jail J)")
     unban.add_argument("--jail", default=None, metavar="JAIL", help="only in this jail")
+    report = control("report", cmd_report, "report a failed attempt from an address",
+                     "Count one failure from ADDRESS in JAIL, as a log line would (the jail's ignore list, "
+                     "findtime and maxretry apply). For applications and scripts: it uses [agent] "
+                     "report_socket when the configuration sets one (root and report_group may write to it), "
+                     "else the control socket.")
+    report.add_argument("jail", metavar="JAIL")
+    report.add_argument("address", metavar="ADDRESS")
+    report.add_argument("--reason", default=None, metavar="TEXT", help="what failed, for the log")
     control("reload", cmd_reload, "reload the configuration",
             "Make the running agent re-read its configuration and filters; a configuration with "
             "problems is refused and the running one kept.")

@@ -184,6 +184,33 @@ def cmd_ban(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.socket is None:
+        args.socket = _report_socket(Path(args.config))
+    code, result = _ask(args, "report", jail=args.jail, address=args.address, reason=args.reason)
+    if code == 0:
+        if args.json:
+            _print_json(result)
+        else:
+            ban = result.get("ban")
+            print(f"{result.get('address')} in {result.get('jail')}: {result.get('outcome')}"
+                  + (f"; banned for {_remaining(ban)}" if ban else ""))
+    return code
+
+
+def _report_socket(config: Path) -> str | None:
+    """[agent] report_socket of the configuration, read without the whole check (an application
+    may not be allowed to read everything the full check reads)."""
+    import tomllib
+
+    try:
+        with open(config, "rb") as stream:
+            value = tomllib.load(stream).get("agent", {}).get("report_socket")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def cmd_unban(args: argparse.Namespace) -> int:
     targets = args.targets
     if args.all and targets:

@@ -67,6 +67,19 @@ class Commands:
             raise ControlError(f"{target} is not banned: {refusal}")
         return ban_record(self.agent.manual_ban(jail, target, seconds), time.time())
 
+    def report(self, jail: str, address: str, reason: str | None = None) -> dict:
+        """An application's report of one failure from `address`, counted in `jail` as a log line's is."""
+        self._jail(jail)
+        try:
+            target = parse_address(address)
+        except ValueError as error:
+            raise ControlError(f"{address!r}: {error}") from None
+        outcome = self.agent.report_failure(jail, target, (reason or "reported by an application")[:1024])
+        answer = {"jail": jail, "address": str(target), "outcome": outcome.kind}
+        if outcome.ban is not None:
+            answer["ban"] = ban_record(outcome.ban, time.time())
+        return answer
+
     def unban(self, address: str | None = None, jail: str | None = None, all: bool = False) -> dict:  # noqa: A002
         if jail is not None:
             self._jail(jail)

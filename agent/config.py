@@ -81,6 +81,10 @@ class ConfigErrors(Exception):
 class AgentConfig:
     state_dir: Path = Path("/var/lib/jailwarden")
     socket: Path = Path("/run/jailwarden/control.sock")
+    # A socket on which applications may report failures (and do nothing else), writable by
+    # root and `report_group`; None: off (root can report on the control socket).
+    report_socket: Path | None = None
+    report_group: str | None = None
     backend: str = "auto"  # nftables where the host's firewall is in nftables, else ipset
     ignore: tuple[Network, ...] = _LOOPBACK
     history_window: float = WEEK  # how long a past ban makes the next one longer
@@ -264,8 +268,8 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
             _mark(item, path + (key,), file, origins)
 
 
-_AGENT_KEYS = ("state_dir", "socket", "backend", "ignore", "history_window", "keep_bans_on_stop",
-               "reconcile_interval", "fail2ban_dir")
+_AGENT_KEYS = ("state_dir", "socket", "report_socket", "report_group", "backend", "ignore", "history_window",
+               "keep_bans_on_stop", "reconcile_interval", "fail2ban_dir")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
     "require_trusted", "ports", "protocol", "aggregate", "actions", *JAIL_FLEET_KEYS,
@@ -362,10 +366,13 @@ class _Checker:
         return options
 
     def agent(self, table: dict) -> dict[str, Any]:
-        converters = {"state_dir": absolute_path, "socket": absolute_path, "backend": backend,
+        converters = {"state_dir": absolute_path, "socket": absolute_path, "report_socket": absolute_path,
+                      "report_group": nonempty_text, "backend": backend,
                       "keep_bans_on_stop": boolean, "fail2ban_dir": absolute_path}
         values = self.read(table, ("agent",), converters | {"history_window": parse_duration,
                                                              "reconcile_interval": parse_duration})
+        if "report_group" in table and "report_socket" not in table:
+            self.error(("agent", "report_group"), "report_group is the group of report_socket: set that too")
         return values | self.read_lists(table, ("agent",), {"ignore": network})
 
     def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict, actions: dict) -> JailConfig:

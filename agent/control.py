@@ -39,6 +39,7 @@ _COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool, object]]] = {
     "ban": {"jail": ((str,), True, _ABSENT), "address": ((str,), True, _ABSENT), "duration": ((str,), False, None)},
     "unban": {"address": ((str,), False, None), "jail": ((str,), False, None), "all": ((bool,), False, False)},
     "reload": {},
+    "report": {"jail": ((str,), True, _ABSENT), "address": ((str,), True, _ABSENT), "reason": ((str,), False, None)},
 }
 
 
@@ -117,8 +118,14 @@ class ControlServer:
     the same name (plain or `async def`) with every argument as a keyword."""
 
     def __init__(self, path: Path, handler: object, *, max_connections: int = MAX_CONNECTIONS,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT, commands: frozenset[str] | None = None,
+                 group: int | None = None) -> None:
+        """`commands`: the only commands taken here (None: all); `group`: a group that may
+        connect too (the socket is then mode 0660, owned by root and that group), for a socket
+        that offers applications `report` and nothing else."""
         self.path = Path(path)
+        self._commands = commands
+        self._group = group
         self._handler = handler
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
@@ -141,7 +148,9 @@ class ControlServer:
                 listener.bind(str(self.path))
             finally:
                 os.umask(umask)
-            os.chmod(self.path, 0o600)
+            if self._group is not None:
+                os.chown(self.path, 0, self._group)
+            os.chmod(self.path, 0o600 if self._group is None else 0o660)
             self._inode = os.stat(self.path).st_ino
             listener.listen(self._max_connections)
             listener.setblocking(False)
@@ -218,7 +227,7 @@ class ControlServer:
                                                             f"({self._max_connections} open); try again"}))
                 return
             uid = _peer_uid(writer)
-            if uid not in (0, os.geteuid()):
+            if self._group is None and uid not in (0, os.geteuid()):
                 self._throttle.warning("peer", "connection from uid %d closed: only root may connect", uid)
                 return
             self._connections[task] = writer
@@ -266,6 +275,9 @@ class ControlServer:
                 raise ControlError('malformed request: no "command" (a string)')
             if command not in _COMMANDS:
                 raise ControlError(f"unknown command {command[:40]!r}; commands: {', '.join(_COMMANDS)}")
+            if self._commands is not None and command not in self._commands:
+                raise ControlError(f"{command!r} is not allowed on this socket (it takes: "
+                                   f"{', '.join(sorted(self._commands))})")
             arguments = _check_arguments(command, request)
             method = getattr(self._handler, command, None)
             if method is None:

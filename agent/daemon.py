@@ -5,6 +5,7 @@ and each ban decision is logged and nothing touches the kernel."""
 from __future__ import annotations
 
 import asyncio
+import grp
 import logging
 import signal
 import time
@@ -20,6 +21,7 @@ from agent.config_values import format_duration
 from agent.control import ControlError, ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
+from parsers.filter import Failure
 from agent.fleet import Fleet, FleetError
 from agent.host import read_own_addresses
 from agent.jails import build_jails
@@ -60,6 +62,7 @@ class Agent:
                                  config.agent.history_window, self._longest_findtime)
         self.notifier = Notifier()
         self.control: ControlServer | None = None
+        self.report_server: ControlServer | None = None  # applications' socket (report only)
         self.metrics: MetricsServer | None = None
         self.enforcer: Enforcer | None = None
         self.fleet: Fleet | None = None
@@ -176,6 +179,14 @@ class Agent:
             return f"it is on jail {jail}'s ignore list" if not network else f"it overlaps jail {jail}'s ignore list"
         return None
 
+    def report_failure(self, jail: str, address: Address, reason: str) -> Outcome:
+        """An application reported a failure of `address` (control or report socket)."""
+        now = time.time()
+        event = LogEvent(now, "api", reason, {}, True)
+        outcome = self.pipeline.record(jail, Failure(address, "report", now, reason, trusted=True), now)
+        self._report(outcome, event)
+        return outcome
+
     def manual_ban(self, jail: str, address: Address, seconds: float | None) -> Ban:
         policy = self.pipeline.jails[jail].policy if seconds is None else BanPolicy(seconds)
         ban = self.pipeline.book.ban((jail, address), time.time(), policy, reason="manual ban")
@@ -226,6 +237,7 @@ class Agent:
         except ControlSocketError as error:
             log.error("%s; exiting", error)
             return 1
+        await self._start_report_socket(commands)
         if self.config.metrics.listen is not None:
             self.metrics = MetricsServer(self.config.metrics.listen, commands.status)
             try:
@@ -252,7 +264,7 @@ class Agent:
         if self.actions is not None:
             self.actions.start()
         await self.start_sources(now)
-        if not self.sources:
+        if not self.sources and self.report_server is None:  # applications' reports alone can feed jails
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
             log.error("%s; exiting", "no source could start" if enabled else "no source is enabled")
             await self._shut_down([])
@@ -267,6 +279,24 @@ class Agent:
         await self._stopping.wait()
         await self._shut_down(tasks)
         return self._exit_status
+
+    async def _start_report_socket(self, commands: Commands) -> None:
+        """Applications' socket: `report` only, for root and [agent] report_group. One that cannot
+        start is logged; the agent runs without it."""
+        path, group = self.config.agent.report_socket, self.config.agent.report_group
+        if path is None:
+            return
+        try:
+            gid = grp.getgrnam(group).gr_gid if group is not None else None
+        except KeyError:
+            log.error("[agent] report_group %r: no such group; running without the report socket", group)
+            return
+        self.report_server = ControlServer(path, commands, commands=frozenset({"report"}), group=gid)
+        try:
+            await self.report_server.start()
+        except ControlSocketError as error:
+            log.error("%s; running without the report socket", error)
+            self.report_server = None
 
     def _task_ended(self, task: asyncio.Task) -> None:
         """A background task that ends by itself is a bug: without it bans are not ended, or not
@@ -294,6 +324,8 @@ class Agent:
             await self.actions.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.report_server is not None:
+            await self.report_server.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         if self.enforcer is not None:

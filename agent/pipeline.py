@@ -83,6 +83,11 @@ class Pipeline:
                 outcomes.append(outcome)
         return _NOTHING if outcomes is None else outcomes
 
+    def record(self, jail: str, failure: Failure, now: float) -> Outcome:
+        """A failure reported straight to `jail` (an application's report), through the same
+        checks as one a filter found: ignore list, findtime, maxretry."""
+        return self._record(self.jails[jail], failure, now)
+
     def _record(self, setup: JailSetup, failure: Failure, now: float) -> Outcome:
         jail = setup.jail
         if jail.require_trusted and not failure.trusted:
