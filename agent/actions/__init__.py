@@ -1,5 +1,6 @@
-"""Actions: what a ban sets off besides the firewall (a webhook, and plug-ins), run off the ban
-path by agent/actions/runner.py. Each action is one module, registered here by name.
+"""Actions: what a ban sets off besides the firewall (a webhook, AbuseIPDB reports, plug-ins),
+run off the ban path by agent/actions/runner.py. Each action is one module, registered here by
+name.
 
 An action is a class built as `Action(**options)` from its `[actions.NAME]` table (raising
 ActionError, TypeError or ValueError for options it cannot take), with `on_ban(notice)` and
@@ -19,6 +20,7 @@ from agent.bans import Ban
 
 ACTIONS = {
     "webhook": "agent.actions.webhook:WebhookAction",
+    "abuseipdb": "agent.actions.abuseipdb:AbuseIPDBAction",
 }
 ENTRY_POINT_GROUP = "jailwarden.actions"
 
