@@ -97,6 +97,10 @@ async def reload(agent: Agent) -> list[str]:
                 if getattr(old_config.agent, key) != getattr(config.agent, key)]
     if agent.actions is not None:  # which jail sets off which action applies at once
         agent.actions.jail_actions = {name: config.jails[name].actions for name in new}
+    running = set(agent.actions.lanes) if agent.actions is not None else set()
+    missing = sorted({action for name in new for action in config.jails[name].actions} - running)
+    if missing and not agent.dry_run:
+        changes.append(f"actions {', '.join(missing)} not running: they start at the next start")
     for table in ("metrics", "fleet", "actions"):
         if getattr(old_config, table) != getattr(config, table):
             changes.append(f"[{table}] changed: takes effect at the next start")
