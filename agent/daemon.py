@@ -13,16 +13,16 @@ from pathlib import Path
 
 from agent import restore
 from agent.actions.runner import ActionRunner, build_actions
-from agent.addresses import Address, AddressSet, Network
-from agent.bans import Ban, BanBook, BanPolicy
+from agent.addresses import Address, AddressSet
+from agent.bans import Ban, BanBook
 from agent.commands import Commands
 from agent.config import Config
 from agent.config_values import format_duration
 from agent.control import ControlError, ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
-from parsers.filter import Failure
 from agent.fleet import Fleet, FleetError
+from agent.handcontrol import HandControl
 from agent.host import read_own_addresses
 from agent.jails import build_jails
 from agent.metrics import MetricsServer
@@ -39,7 +39,7 @@ DRY_RUN_STORE_FILE = "dry-run.db"
 LEGACY_CHECKPOINT = "checkpoint.json"  # what versions before the store kept; imported once
 
 
-class Agent:
+class Agent(HandControl):
     def __init__(self, config: Config, *, filter_dir: Path, dry_run: bool = True,
                  config_path: Path | None = None) -> None:
         self.config = config
@@ -164,49 +164,6 @@ class Agent:
 
     def _wanted(self, jail: str) -> dict[Address, float]:
         return {ban.address: ban.end for ban in self.pipeline.book.active(jail)}
-
-    # -- what the control socket asks
-
-    def protection(self, jail: str, address: Address | Network) -> str | None:
-        """Why `address` (or a network: anything in it) must not be banned in `jail`, or None."""
-        network = isinstance(address, Network)
-        if address.is_loopback:
-            return "it is a loopback address"
-        if self.pipeline.protected.overlaps(address) if network else address in self.pipeline.protected:
-            return "it is one of this host's own addresses" if not network else "it holds this host's addresses"
-        ignore = self.pipeline.jails[jail].jail.ignore
-        if ignore.overlaps(address) if network else self.pipeline.jails[jail].jail.is_ignored(address):
-            return f"it is on jail {jail}'s ignore list" if not network else f"it overlaps jail {jail}'s ignore list"
-        return None
-
-    def report_failure(self, jail: str, address: Address, reason: str) -> Outcome:
-        """An application reported a failure of `address` (control or report socket)."""
-        now = time.time()
-        event = LogEvent(now, "api", reason, {}, True)
-        outcome = self.pipeline.record(jail, Failure(address, "report", now, reason, trusted=True), now)
-        self._report(outcome, event)
-        return outcome
-
-    def manual_ban(self, jail: str, address: Address, seconds: float | None) -> Ban:
-        policy = self.pipeline.jails[jail].policy if seconds is None else BanPolicy(seconds)
-        ban = self.pipeline.book.ban((jail, address), time.time(), policy, reason="manual ban")
-        self.banned(ban)
-        return ban
-
-    def manual_unban(self, jail: str | None, address: Address | None) -> list[Ban]:
-        """Lift the bans of `address` (None: every address) in `jail` (None: every jail); the
-        failure windows go too, so the next failure starts from zero."""
-        book, now = self.pipeline.book, time.time()
-        bans = [ban for ban in book.active(jail) if address is None or ban.address == address]
-        for ban in bans:
-            book.unban(ban.jail, ban.address, now)
-            setup = self.pipeline.jails.get(ban.jail)
-            if setup is not None:
-                setup.jail.forget(ban.address)
-            self.lift(ban, now, "manual unban")
-            if self.fleet is not None:
-                self.fleet.publish("unban", ban, now)
-        return bans
 
     async def reload(self) -> list[str]:
         """Apply the configuration file again (one reload at a time, and only once running)."""

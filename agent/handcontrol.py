@@ -1,0 +1,58 @@
+"""What people and applications ask of the running agent, on the control and report sockets:
+ban or unban by hand, report a failure, and the check that keeps a ban off protected addresses.
+A part of `Agent` (agent/daemon.py), kept apart so that the daemon's module stays about running."""
+
+from __future__ import annotations
+
+import time
+
+from agent.addresses import Address, Network
+from agent.bans import Ban, BanPolicy
+from agent.events import LogEvent
+from agent.pipeline import Outcome
+from parsers.filter import Failure
+
+
+class HandControl:
+    """Mixed into Agent; uses its pipeline, banned(), lift(), fleet and _report()."""
+
+    def protection(self, jail: str, address: Address | Network) -> str | None:
+        """Why `address` (or a network: anything in it) must not be banned in `jail`, or None."""
+        network = isinstance(address, Network)
+        if address.is_loopback:
+            return "it is a loopback address"
+        if self.pipeline.protected.overlaps(address) if network else address in self.pipeline.protected:
+            return "it is one of this host's own addresses" if not network else "it holds this host's addresses"
+        ignore = self.pipeline.jails[jail].jail.ignore
+        if ignore.overlaps(address) if network else self.pipeline.jails[jail].jail.is_ignored(address):
+            return f"it is on jail {jail}'s ignore list" if not network else f"it overlaps jail {jail}'s ignore list"
+        return None
+
+    def report_failure(self, jail: str, address: Address, reason: str) -> Outcome:
+        """An application reported a failure of `address` (control or report socket)."""
+        now = time.time()
+        event = LogEvent(now, "api", reason, {}, True)
+        outcome = self.pipeline.record(jail, Failure(address, "report", now, reason, trusted=True), now)
+        self._report(outcome, event)
+        return outcome
+
+    def manual_ban(self, jail: str, address: Address, seconds: float | None) -> Ban:
+        policy = self.pipeline.jails[jail].policy if seconds is None else BanPolicy(seconds)
+        ban = self.pipeline.book.ban((jail, address), time.time(), policy, reason="manual ban")
+        self.banned(ban)
+        return ban
+
+    def manual_unban(self, jail: str | None, address: Address | None) -> list[Ban]:
+        """Lift the bans of `address` (None: every address) in `jail` (None: every jail); the
+        failure windows go too, so the next failure starts from zero."""
+        book, now = self.pipeline.book, time.time()
+        bans = [ban for ban in book.active(jail) if address is None or ban.address == address]
+        for ban in bans:
+            book.unban(ban.jail, ban.address, now)
+            setup = self.pipeline.jails.get(ban.jail)
+            if setup is not None:
+                setup.jail.forget(ban.address)
+            self.lift(ban, now, "manual unban")
+            if self.fleet is not None:
+                self.fleet.publish("unban", ban, now)
+        return bans
