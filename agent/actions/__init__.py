@@ -21,6 +21,7 @@ from agent.bans import Ban
 ACTIONS = {
     "webhook": "agent.actions.webhook:WebhookAction",
     "abuseipdb": "agent.actions.abuseipdb:AbuseIPDBAction",
+    "mail": "agent.actions.mail:MailAction",
 }
 ENTRY_POINT_GROUP = "jailwarden.actions"
 

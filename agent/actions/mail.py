@@ -1,0 +1,121 @@
+"""The mail action: bans (and, with `unban = true`, unbans) mailed as a digest every
+`interval` seconds (60 by default), never a mail per ban in a storm, over SMTP with STARTTLS
+(default), implicit TLS (`security = "ssl"`) or none, with optional login.
+
+The first notice of a quiet spell starts the interval; what arrives within it goes into the same
+mail. A mail that cannot be sent is kept (up to MAX_PENDING notices) and tried again at the next
+interval; the error is logged and kept in `last_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import socket
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from agent.actions import ActionError, BanNotice
+from agent.config_values import format_duration
+from agent.secrets import SecretError, read_secret
+
+log = logging.getLogger("jailwarden.actions")
+
+MAX_PENDING = 1000  # notices held for the next mail; beyond, the oldest are left out (and counted)
+
+
+class MailAction:
+    def __init__(self, sender: str, recipients: list[str], host: str = "localhost", port: int | None = None,
+                 security: str = "starttls", username: str | None = None, password_file: str | None = None,
+                 ca_file: str | None = None, interval: float = 60.0, timeout: float = 30.0,
+                 unban: bool = False) -> None:
+        if security not in ("starttls", "ssl", "none"):
+            raise ActionError(f"mail: security must be 'starttls', 'ssl' or 'none', got {security!r}")
+        if not isinstance(recipients, list) or not recipients or not all(isinstance(r, str) and "@" in r
+                                                                         for r in recipients):
+            raise ActionError(f"mail: recipients must be a list of addresses, got {recipients!r}")
+        if not isinstance(sender, str) or "@" not in sender:
+            raise ActionError(f"mail: sender must be an address, got {sender!r}")
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 86400:
+            raise ActionError(f"mail: interval must be 0 to 86400 seconds, got {interval!r}")
+        if (username is None) != (password_file is None):
+            raise ActionError("mail: give username and password_file together")
+        try:
+            self.password = read_secret(Path(password_file), "mail password_file").decode() if password_file else None
+        except SecretError as error:
+            raise ActionError(str(error)) from None
+        self.sender, self.recipients, self.host, self.security = sender, recipients, host, security
+        self.port = port or {"starttls": 587, "ssl": 465, "none": 25}[security]
+        self.username, self.interval, self.timeout, self.unban = username, float(interval), float(timeout), unban
+        self.context = ssl.create_default_context(cafile=ca_file)
+        self.pending: list[BanNotice] = []
+        self.left_out = 0
+        self.sent = 0
+        self.last_error: str | None = None
+        self._flush: asyncio.Task | None = None
+
+    async def on_ban(self, notice: BanNotice) -> None:
+        self._hold(notice)
+
+    async def on_unban(self, notice: BanNotice) -> None:
+        if self.unban:
+            self._hold(notice)
+
+    def _hold(self, notice: BanNotice) -> None:
+        self.pending.append(notice)
+        if len(self.pending) > MAX_PENDING:
+            del self.pending[0]
+            self.left_out += 1
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._send_later(), name="mail digest")
+
+    async def _send_later(self) -> None:
+        while self.pending:
+            await asyncio.sleep(self.interval)
+            notices, left_out = self.pending, self.left_out
+            self.pending, self.left_out = [], 0
+            try:
+                await asyncio.to_thread(self._send, self.message(notices, left_out))
+                self.sent += 1
+            except (smtplib.SMTPException, OSError, ssl.SSLError) as error:
+                self.last_error = f"{self.host}:{self.port}: {error}"
+                log.error("action mail: cannot send the digest of %d notices: %s; trying again in %g s",
+                          len(notices), self.last_error, self.interval)
+                self.pending = notices + self.pending
+                del self.pending[:max(0, len(self.pending) - MAX_PENDING)]
+
+    def message(self, notices: list[BanNotice], left_out: int = 0) -> EmailMessage:
+        bans = [notice for notice in notices if notice.kind == "ban"]
+        message = EmailMessage()
+        message["From"], message["To"] = self.sender, ", ".join(self.recipients)
+        message["Subject"] = (f"jailwarden on {socket.gethostname()}: {len(bans)} ban{'s' * (len(bans) != 1)}"
+                              + (f", {len(notices) - len(bans)} unbans" if len(notices) > len(bans) else ""))
+        message["Date"], message["Message-ID"] = formatdate(localtime=True), make_msgid("jailwarden")
+        lines = []
+        for notice in notices:
+            if notice.kind == "ban":
+                length = ("permanently" if notice.end is None
+                          else f"for {format_duration(round(notice.end - notice.start))}")
+                lines.append(f"ban   {notice.address:<39} jail {notice.jail} {length}, offence {notice.offence}: "
+                             f"{notice.reason}")
+            else:
+                lines.append(f"unban {notice.address:<39} jail {notice.jail}")
+        if left_out:
+            lines.append(f"... and {left_out} more not listed (more than {MAX_PENDING} waiting)")
+        message.set_content("\n".join(lines) + "\n")
+        return message
+
+    def _send(self, message: EmailMessage) -> None:
+        if self.security == "ssl":
+            client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.context)
+        else:
+            client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with client:
+            if self.security == "starttls":
+                client.starttls(context=self.context)
+            if self.username is not None:
+                client.login(self.username, self.password)
+            client.send_message(message)

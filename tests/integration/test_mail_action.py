@@ -1,0 +1,124 @@
+"""The mail action against a real SMTP server (aiosmtpd) on loopback that requires STARTTLS and
+a login: a storm of bans makes one digest, not a mail per ban; a server that is down costs
+nothing and the digest goes out once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from email import message_from_bytes, policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from agent.actions import ActionError, BanNotice
+from agent.actions.mail import MailAction
+from agent.bans import Ban
+
+from .redis_server import make_certificates
+from .rsyslog import free_port
+
+PASSWORD = "correct horse"
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append((envelope.rcpt_tos, message, session.authenticated))
+        return "250 OK"
+
+
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"jw" and auth_data.password == PASSWORD.encode()
+    return AuthResult(success=ok)
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    """(inbox, port, CA file, start, running): start() runs a new server on the port (the first is
+    started here; a test may stop it, running[-1].stop(), and start another)."""
+    certificates = make_certificates(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.certificate, certificates.key)
+    inbox = Inbox()
+    port = free_port()
+    running = []
+
+    def start() -> Controller:
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                                authenticator=authenticate, auth_require_tls=True)
+        controller.start()
+        running.append(controller)
+        return controller
+
+    start()
+    yield inbox, port, certificates.ca, start, running
+    for controller in running:
+        controller.stop(no_assert=True)
+
+
+def notice(n: int, kind: str = "ban") -> BanNotice:
+    return BanNotice.of(kind, Ban("sshd", ipaddress.ip_address(f"203.0.113.{n}"), 1000.0, 4600.0, 1,
+                                  "5 sshd failures"))
+
+
+def action(tmp_path, port, ca, **options) -> MailAction:
+    password = tmp_path / "smtp.password"
+    password.write_text(PASSWORD)
+    password.chmod(0o600)
+    return MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
+                      port=port, username="jw", password_file=str(password), ca_file=str(ca), **options)
+
+
+def test_a_storm_of_bans_is_one_digest_over_starttls_with_login(smtp, tmp_path):
+    inbox, port, ca, *_ = smtp
+    mail = action(tmp_path, port, ca, interval=0.3, unban=True)
+
+    async def storm() -> None:
+        for n in range(50):
+            await mail.on_ban(notice(n))
+        await mail.on_unban(notice(7, "unban"))
+        while mail.pending or mail.sent == 0:
+            await asyncio.sleep(0.02)
+
+    asyncio.run(storm())
+    assert len(inbox.messages) == 1
+    recipients, message, authenticated = inbox.messages[0]
+    assert recipients == ["admin@example.org"] and authenticated
+    assert message["Subject"].endswith(": 50 bans, 1 unbans")
+    body = message.get_content()
+    assert body.count("ban   203.0.113.") == 50 and "unban 203.0.113.7 " in body
+    assert "jail sshd for 1h, offence 1: 5 sshd failures" in body
+
+
+def test_a_server_that_is_down_keeps_the_digest_for_the_next_interval(smtp, tmp_path):
+    inbox, port, ca, start, running = smtp
+    running.pop().stop()
+    mail = action(tmp_path, port, ca, interval=0.2)
+
+    async def down_then_up() -> None:
+        await mail.on_ban(notice(1))
+        while mail.last_error is None:
+            await asyncio.sleep(0.02)
+        start()
+        while mail.sent == 0:
+            await asyncio.sleep(0.02)
+
+    asyncio.run(asyncio.wait_for(down_then_up(), 10))
+    assert len(inbox.messages) == 1 and "203.0.113.1" in inbox.messages[0][1].get_content()
+    assert "Connection refused" in mail.last_error
+
+
+def test_a_password_file_readable_by_others_or_a_bad_security_is_refused(tmp_path):
+    password = tmp_path / "smtp.password"
+    password.write_text(PASSWORD)
+    password.chmod(0o644)
+    with pytest.raises(ActionError, match="readable by others"):
+        MailAction(sender="a@example.org", recipients=["b@example.org"], username="jw", password_file=str(password))
+    with pytest.raises(ActionError, match="security must be"):
+        MailAction(sender="a@example.org", recipients=["b@example.org"], security="tls13")
