@@ -4,9 +4,10 @@ name.
 
 An action is a class built as `Action(**options)` from its `[actions.NAME]` table (raising
 ActionError, TypeError or ValueError for options it cannot take), with `on_ban(notice)` and
-`on_unban(notice)`, plain or async. A delivery that fails raises ActionFailed (or any exception)
-and is tried again later. No shell, no command strings: a plug-in is a Python class, named by
-`type = "package.module:Class"` or by an entry point in the group `jailwarden.actions`.
+`on_unban(notice)`, plain or async, and optionally `close()`, called when the agent stops. A
+delivery that fails raises ActionFailed (or any exception) and is tried again later. No shell,
+no command strings: a plug-in is a Python class, named by `type = "package.module:Class"` or by
+an entry point in the group `jailwarden.actions`.
 """
 
 from __future__ import annotations

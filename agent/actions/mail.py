@@ -3,8 +3,9 @@
 (default), implicit TLS (`security = "ssl"`) or none, with optional login.
 
 The first notice of a quiet spell starts the interval; what arrives within it goes into the same
-mail. A mail that cannot be sent is kept (up to MAX_PENDING notices) and tried again at the next
-interval; the error is logged and kept in `last_error`.
+mail; when the agent stops, what is waiting is sent at once. A mail that cannot be sent is kept
+(up to MAX_PENDING notices) and tried again at the next interval; the error is logged and kept
+in `last_error`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ class MailAction:
     async def on_unban(self, notice: BanNotice) -> None:
         if self.unban:
             self._hold(notice)
+
+    async def close(self) -> None:
+        """The agent stops: send what is waiting now rather than lose it."""
+        if self._flush is not None:
+            self._flush.cancel()
+        if self.pending:
+            notices, self.pending = self.pending, []
+            await asyncio.to_thread(self._send, self.message(notices, self.left_out))
+            self.sent += 1
 
     def _hold(self, notice: BanNotice) -> None:
         self.pending.append(notice)

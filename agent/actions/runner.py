@@ -75,6 +75,14 @@ class ActionRunner:
         for lane in self.lanes.values():
             if lane.queue:
                 log.warning("action %s: %d notices not delivered at stop", lane.name, len(lane.queue))
+            close = getattr(lane.action, "close", None)  # an action that holds notices sends them now
+            if close is None:
+                continue
+            try:
+                result = close() if inspect.iscoroutinefunction(close) else asyncio.to_thread(close)
+                await asyncio.wait_for(result, self.timeout)
+            except Exception as error:  # noqa: BLE001
+                log.error("action %s: closing failed: %s", lane.name, str(error) or repr(error))
 
     def notify(self, kind: str, ban: Ban) -> None:
         """Queue `kind` ("ban" or "unban") of `ban` for each action of its jail; never waits."""

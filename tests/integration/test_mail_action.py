@@ -122,3 +122,21 @@ def test_a_password_file_readable_by_others_or_a_bad_security_is_refused(tmp_pat
         MailAction(sender="a@example.org", recipients=["b@example.org"], username="jw", password_file=str(password))
     with pytest.raises(ActionError, match="security must be"):
         MailAction(sender="a@example.org", recipients=["b@example.org"], security="tls13")
+
+
+def test_a_digest_waiting_when_the_agent_stops_is_sent_then(smtp, tmp_path):
+    from agent.actions.runner import ActionRunner
+
+    inbox, port, ca, *_ = smtp
+    mail = action(tmp_path, port, ca, interval=3600)
+    runner = ActionRunner({"mail": mail}, {"sshd": ("mail",)})
+
+    async def ban_and_stop() -> None:
+        runner.start()
+        runner.notify("ban", Ban("sshd", ipaddress.ip_address("203.0.113.99"), 1000.0, 4600.0, 1, "5 sshd failures"))
+        while mail.pending == []:
+            await asyncio.sleep(0.01)
+        await runner.stop()
+
+    asyncio.run(asyncio.wait_for(ban_and_stop(), 10))
+    assert len(inbox.messages) == 1 and "203.0.113.99" in inbox.messages[0][1].get_content()
