@@ -30,35 +30,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.agent import AgentProcess  # noqa: E402 - the repository goes on the path first
+from tests.integration.agent import AgentProcess, socket_config  # noqa: E402 - the repository goes on the path first
 from tests.integration.redis_server import RedisServer  # noqa: E402
 
 REPORT = REPO / "tests" / "bench" / "data" / "last_fleet.json"
 
 
-class TimedAgent(AgentProcess):
-    """Notes when each log line was read (time.monotonic()), so latencies run from the log lines."""
-
-    def start(self, ready: str = "running", timeout: float = 15.0) -> None:
-        self.read_at: list[float] = []
-        super().start(ready, timeout)
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.read_at.append(time.monotonic())
-            self.lines.append(line.rstrip("\n"))
-
-
 def config(workdir: Path, redis_url: str, node: str, key_file: Path) -> str:
-    return f"""
-[agent]
-state_dir = "{workdir}/state"
-socket = "{workdir}/control.sock"
-backend = "log"
-[sources.journal]
-enabled = false
-[sources.syslog]
-listen = ["unix://{workdir}/syslog.sock"]
+    return socket_config(workdir) + f"""
 [fleet]
 url = "{redis_url}"
 node = "{node}"
@@ -72,7 +51,7 @@ fleet_count = true
 """
 
 
-def line_times(agent: TimedAgent, pattern: re.Pattern) -> dict[str, float]:
+def line_times(agent: AgentProcess, pattern: re.Pattern) -> dict[str, float]:
     """address -> when the agent logged the first line matching `pattern` (group 1: the address)."""
     times: dict[str, float] = {}
     for line, when in zip(list(agent.lines), list(agent.read_at), strict=False):
@@ -101,7 +80,7 @@ def peak_rss_mib(agent: AgentProcess) -> float:
     return 0.0
 
 
-def propagation(nodes: list[TimedAgent], bans: int) -> dict:
+def propagation(nodes: list[AgentProcess], bans: int) -> dict:
     a, others = nodes[0], nodes[1:]
     addresses = [str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.51.100.0")) + n)) for n in range(1, bans + 1)]
     for address in addresses:
@@ -179,7 +158,7 @@ def main() -> int:
                     workdir = tmp / f"node-{letter}"
                     workdir.mkdir()
                     # Enforcing, with the log backend: a dry run publishes nothing to the fleet.
-                    node = TimedAgent(workdir, config(workdir, redis.url, f"node-{letter}", key_file),
+                    node = AgentProcess(workdir, config(workdir, redis.url, f"node-{letter}", key_file),
                                       dry_run=False, log_level="info")
                     node.start()
                     nodes.append(node)

@@ -36,6 +36,21 @@ bantime = "1h"
 """
 
 
+def socket_config(workdir: Path, backend: str = "log") -> str:
+    """The [agent] and [sources] tables of an agent in `workdir` that reads syslog datagrams on
+    `workdir`/syslog.sock only (no journal) and bans through `backend`; add [jails.*] and others."""
+    return f"""
+[agent]
+state_dir = "{workdir}/state"
+socket = "{workdir}/control.sock"
+backend = "{backend}"
+[sources.journal]
+enabled = false
+[sources.syslog]
+listen = ["unix://{workdir}/syslog.sock"]
+"""
+
+
 class AgentProcess:
     """`jailwarden run [--dry-run]` on `config` (TOML text); `filters` are written to filter.d.
 
@@ -71,6 +86,7 @@ class AgentProcess:
     def start(self, ready: str = "running", timeout: float = 15.0) -> None:
         """Start and wait for the line saying it runs."""
         self.lines = []
+        self.read_at: list[float] = []  # time.monotonic() when each of `lines` was read
         self.process = subprocess.Popen(
             [*(["ip", "netns", "exec", self.netns] if self.netns else []),
              self.interpreter, "-m", "agent.cli", "run", *(["--dry-run"] if self.dry_run else []),
@@ -85,6 +101,7 @@ class AgentProcess:
 
     def _read(self, stream) -> None:
         for line in stream:
+            self.read_at.append(time.monotonic())  # before the line: a line always has its time
             self.lines.append(line.rstrip("\n"))
 
     def stop(self, timeout: float = 10.0) -> int | None:
@@ -118,6 +135,12 @@ class AgentProcess:
             self.process.wait()
             self._reader.join(timeout=5)
             self.process = None
+
+    def logged_at(self, pattern: str, timeout: float = 10.0) -> float:
+        """time.monotonic() when the first line matching `pattern` was read (waiting for it), so a
+        latency can run from the moment a line was logged rather than from when a poll saw it."""
+        self.wait_for(pattern, timeout)
+        return self.read_at[next(i for i, line in enumerate(list(self.lines)) if re.search(pattern, line))]
 
     def matching(self, pattern: str) -> list[str]:
         return [line for line in list(self.lines) if re.search(pattern, line)]

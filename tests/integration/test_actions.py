@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .agent import AgentProcess
+from .agent import AgentProcess, socket_config
 from .conftest import require_root
 from .polling import wait_until
 from .rsyslog import run_logger
@@ -68,15 +68,7 @@ def test_a_ban_sets_off_a_signed_webhook_retried_after_a_503_and_an_entry_point_
     plugins.mkdir()
     make_plugin_package(plugins)
     notices = tmp_path / "notices.jsonl"
-    config = f"""
-[agent]
-state_dir = "{tmp_path}/state"
-socket = "{tmp_path}/control.sock"
-backend = "log"
-[sources.journal]
-enabled = false
-[sources.syslog]
-listen = ["unix://{tmp_path}/syslog.sock"]
+    config = socket_config(tmp_path) + f"""
 [actions.hook]
 type = "webhook"
 url = "http://127.0.0.1:{server.server_port}/hook"

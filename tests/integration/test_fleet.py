@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from .agent import AgentProcess
+from .agent import AgentProcess, socket_config
 from .conftest import DISTRIBUTION_PYTHON, require_root, require_tools
 from .netns import NetworkNamespace
-from .polling import DEADLINE, wait_until
+from .polling import wait_until
 from .redis_server import REDIS_SERVER, RedisServer
 from .rsyslog import run_logger
 from .test_firewall_ipset import saved
@@ -44,15 +44,7 @@ def node_config(workdir: Path, redis_url: str, node: str, key_file: Path, fleet_
     """One node's config: syslog on a unix socket only, jail sshd (maxretry 5, findtime 10m,
     bantime 1h) enforced with ipset, bans shared and accepted, failures counted fleet-wide with
     `fleet_count`."""
-    return f"""
-[agent]
-state_dir = "{workdir}/state"
-socket = "{workdir}/control.sock"
-backend = "ipset"
-[sources.journal]
-enabled = false
-[sources.syslog]
-listen = ["unix://{workdir}/syslog.sock"]
+    return socket_config(workdir, "ipset") + f"""
 [fleet]
 url = "{redis_url}"
 node = "{node}"
@@ -67,31 +59,11 @@ fleet_count = {str(fleet_count).lower()}
 """
 
 
-class TimedAgent(AgentProcess):
-    """An AgentProcess that also notes when it read each line of the agent's log, so a latency
-    can be measured from the moment a line was logged rather than from when a poll saw it."""
-
-    def start(self, ready: str = "running", timeout: float = 15.0) -> None:
-        self.read_at: list[float] = []  # time.monotonic() per line of `lines`
-        super().start(ready, timeout)
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.read_at.append(time.monotonic())  # before the line: a line always has its time
-            self.lines.append(line.rstrip("\n"))
-
-    def logged_at(self, pattern: str, timeout: float = DEADLINE) -> float:
-        """time.monotonic() when the first line matching `pattern` was logged (waiting for it)."""
-        self.wait_for(pattern, timeout)
-        index = next(i for i, line in enumerate(list(self.lines)) if re.search(pattern, line))
-        return self.read_at[index]
-
-
 @dataclass
 class Node:
     name: str  # its [fleet] node name
     namespace: NetworkNamespace
-    agent: TimedAgent
+    agent: AgentProcess
 
     def fail(self, address: str, times: int = 1) -> None:
         """`times` sshd password failures from `address`, sent by logger to the agent's syslog socket."""
@@ -200,7 +172,7 @@ def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
                 workdir.mkdir()
                 # A lock of our own: /run/xtables.lock is one for every namespace on the host.
                 extra = jail_extra.get(name, "") if isinstance(jail_extra, dict) else jail_extra
-                agent = TimedAgent(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, extra),
+                agent = AgentProcess(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, extra),
                                    dry_run=False, netns=namespace.name, interpreter=interpreter,
                                    env={"XTABLES_LOCKFILE": str(workdir / "xtables.lock")})
                 stack.callback(agent.stop)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster
 
-from .agent import AgentProcess
+from .agent import AgentProcess, socket_config
 from .conftest import require_root, require_tools
 from .polling import DEADLINE, wait_until
 from .redis_server import (LOOPBACK, OPENSSL, REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinel, RedisServer,
@@ -46,15 +46,7 @@ def agent_config(workdir: Path, node: str, key_file: Path, fleet: str, maxretry:
                  fleet_count: bool = False) -> str:
     """An agent's config: the log backend, syslog on a unix socket only, the [fleet] settings
     `fleet`, and jail sshd (findtime 10m, bantime 1h) counting failures fleet-wide with `fleet_count`."""
-    return f"""
-[agent]
-state_dir = "{workdir}/state"
-socket = "{workdir}/control.sock"
-backend = "log"
-[sources.journal]
-enabled = false
-[sources.syslog]
-listen = ["unix://{workdir}/syslog.sock"]
+    return socket_config(workdir) + f"""
 [fleet]
 {fleet}
 node = "{node}"
