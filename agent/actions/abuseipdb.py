@@ -16,14 +16,12 @@ import logging
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agent import __version__
 from agent.actions import ActionError, ActionFailed, BanNotice
-from agent.actions.webhook import _retry_after
+from agent.actions.http import MAX_ANSWER, post
 from agent.secrets import SecretError, read_secret
 
 log = logging.getLogger("jailwarden.actions")
@@ -90,23 +88,16 @@ class AbuseIPDBAction:
             "comment": f"jailwarden: banned in jail {notice.jail} ({notice.reason})"[:1000],
             "timestamp": datetime.fromtimestamp(notice.start, timezone.utc).isoformat(timespec="seconds"),
         }
-        request = urllib.request.Request(self.url, data=urllib.parse.urlencode(form).encode(), method="POST",
-                                         headers={"Key": self.key, "Accept": "application/json",
-                                                  "User-Agent": f"jailwarden/{__version__}"})
+        answer = post(self.url, urllib.parse.urlencode(form).encode(), {"Key": self.key, "Accept": "application/json"},
+                      self.timeout, who="AbuseIPDB", detail=_error_detail)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
-                json.loads(response.read(65536) or b"{}")
-        except urllib.error.HTTPError as error:
-            detail = _error_detail(error)
-            retry = error.code == 429 or error.code >= 500
-            raise ActionFailed(f"AbuseIPDB answered {error.code}: {detail}", permanent=not retry,
-                               retry_after=_retry_after(error.headers.get("Retry-After"))) from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise ActionFailed(f"AbuseIPDB at {self.url}: {getattr(error, 'reason', error)}") from None
+            json.loads(answer or b"{}")
+        except ValueError as error:
+            raise ActionFailed(f"AbuseIPDB at {self.url}: {error}") from None
 
 
 def _error_detail(error: urllib.error.HTTPError) -> str:
     try:
-        return "; ".join(item.get("detail", "") for item in json.loads(error.read(65536))["errors"])[:300]
+        return "; ".join(item.get("detail", "") for item in json.loads(error.read(MAX_ANSWER))["errors"])[:300]
     except (ValueError, KeyError, TypeError, AttributeError, OSError):
         return str(error.reason)

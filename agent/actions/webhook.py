@@ -7,14 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import urllib.error
-import urllib.request
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from agent import __version__
-from agent.actions import ActionError, ActionFailed, BanNotice
+from agent.actions import ActionError, BanNotice
+from agent.actions.http import post
 from agent.config_values import format_duration
 from agent.secrets import SecretError, read_secret
 
@@ -57,33 +54,7 @@ class WebhookAction:
 
     def _post(self, notice: BanNotice) -> None:
         body = self.body(notice)
-        headers = {"Content-Type": "application/json", "User-Agent": f"jailwarden/{__version__}"}
+        headers = {"Content-Type": "application/json"}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
-                response.read(65536)
-        except urllib.error.HTTPError as error:
-            retry = error.code == 429 or error.code >= 500
-            raise ActionFailed(f"{self.url} answered {error.code} {error.reason}",
-                               retry_after=_retry_after(error.headers.get("Retry-After")),
-                               permanent=not retry) from None
-        except (urllib.error.URLError, OSError) as error:
-            raise ActionFailed(f"{self.url}: {getattr(error, 'reason', error)}") from None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (it may be a number or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from datetime import datetime, timezone
-
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+        post(self.url, body, headers, self.timeout, who=self.url)
