@@ -10,9 +10,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from ipaddress import IPv4Network, IPv6Network
-
-from agent.addresses import Address, normalise
+from agent.addresses import Address, Network, normalise
 from agent.jail import BanDecision
 
 WEEK = 7 * 24 * 3600.0
@@ -127,7 +125,7 @@ class BanBook:
             reason = reason or f"{target.failures} {target.failure.filter} failures"
         else:
             jail, address = target
-            if not isinstance(address, (IPv4Network, IPv6Network)):  # a network: aggregation by prefix
+            if not isinstance(address, Network):  # a network: aggregation by prefix
                 address = normalise(address)
         bans = self._active.get(jail)
         if bans is None:
@@ -150,7 +148,7 @@ class BanBook:
 
     def unban(self, jail: str, address: Address, now: float) -> Ban | None:
         """Lift the ban of `address` in `jail`; returns the ban as it was, or None if there was none."""
-        if not isinstance(address, (IPv4Network, IPv6Network)):
+        if not isinstance(address, Network):
             address = normalise(address)
         ban = self._active.get(jail, {}).pop(address, None)
         if ban is None:
