@@ -70,13 +70,19 @@ def wait_for_lines(receiver: RunningSource, daemon: Rsyslogd, texts: list[str]) 
     return [event.message for event in receiver.events]
 
 
+def forward_once_then_stop_the_agent(daemon: Rsyslogd, port: int, tag: str) -> None:
+    """A line forwarded to a running agent, which then stops: rsyslogd's RELP session is one the
+    agent has closed."""
+    with RunningSource(syslog_config(f"relp://127.0.0.1:{port}")) as receiver:
+        log(daemon, "auth.notice", f"before-{tag}")
+        receiver.wait_for_message(f"before-{tag}")
+
+
 def test_lines_logged_while_the_agent_is_down_arrive_once_after_it_is_back(port, tmp_path):
     tag = secrets.token_hex(4)
     daemon = Rsyslogd(tmp_path, snippet_rules(port)).start()
     try:
-        with RunningSource(syslog_config(f"relp://127.0.0.1:{port}")) as receiver:
-            log(daemon, "auth.notice", f"before-{tag}")
-            receiver.wait_for_message(f"before-{tag}")
+        forward_once_then_stop_the_agent(daemon, port, tag)
         # down-1 is sent into the session the agent closed and never acknowledged, so rsyslog sends
         # it again; the others wait in the action's queue.
         for n in (1, 2, 3):
@@ -97,9 +103,7 @@ def test_lines_queued_while_the_agent_is_down_survive_an_rsyslogd_restart(port, 
     tag = secrets.token_hex(4)
     daemon = Rsyslogd(tmp_path, snippet_rules(port)).start()
     try:
-        with RunningSource(syslog_config(f"relp://127.0.0.1:{port}")) as receiver:
-            log(daemon, "auth.notice", f"before-{tag}")
-            receiver.wait_for_message(f"before-{tag}")
+        forward_once_then_stop_the_agent(daemon, port, tag)
         log(daemon, "auth.notice", f"in-flight-{tag}")
         wait_until(lambda: "suspending" in daemon.output.read_text(), "rsyslogd to find the agent gone")
         log(daemon, "authpriv.notice", f"queued-{tag}")
