@@ -131,19 +131,20 @@ class Agent(HandControl):
         """A new ban: counted, into the firewall and the store, logged, and (`share`) told to the fleet."""
         self.counters[ban.jail]["bans"] += 1
         self.enforce(ban)
+        now = time.time()
         if share and self.fleet is not None:
-            self.fleet.publish("ban", ban, time.time())
+            self.fleet.publish("ban", ban, now)
         if self.actions is not None:
             self.actions.notify("ban", ban)
-        prefix = self.pipeline.aggregate(ban, time.time())
-        if isinstance(prefix, str):
-            log.warning("jail %s: not banning the prefix of %s: %s", ban.jail, ban.address, prefix)
-        elif prefix is not None:
-            self.banned(prefix, share)
         length = "permanently" if ban.permanent else f"for {format_duration(round(ban.end - ban.start))}"
         mode = " [dry run: no firewall change]" if self.dry_run else ""
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
                     ban.reason, mode)
+        prefix = self.pipeline.aggregate(ban, now)  # after the line above: the address's ban is logged first
+        if isinstance(prefix, str):
+            log.warning("jail %s: not banning the prefix of %s: %s", ban.jail, ban.address, prefix)
+        elif prefix is not None:
+            self.banned(prefix, share)
 
     def enforce(self, ban: Ban) -> None:
         """The ban into the firewall and the store (as new, or with its new end)."""
