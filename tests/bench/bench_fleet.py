@@ -30,25 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.agent import AgentProcess, socket_config  # noqa: E402 - the repository goes on the path first
+from tests.integration.agent import AgentProcess, fleet_config  # noqa: E402 - the repository goes on the path first
 from tests.integration.redis_server import RedisServer  # noqa: E402
 
 REPORT = REPO / "tests" / "bench" / "data" / "last_fleet.json"
-
-
-def config(workdir: Path, redis_url: str, node: str, key_file: Path) -> str:
-    return socket_config(workdir) + f"""
-[fleet]
-url = "{redis_url}"
-node = "{node}"
-key_file = "{key_file}"
-[jails.sshd]
-filter = "sshd"
-maxretry = 5
-findtime = "10m"
-bantime = "1h"
-fleet_count = true
-"""
 
 
 def line_times(agent: AgentProcess, pattern: re.Pattern) -> dict[str, float]:
@@ -158,8 +143,8 @@ def main() -> int:
                     workdir = tmp / f"node-{letter}"
                     workdir.mkdir()
                     # Enforcing, with the log backend: a dry run publishes nothing to the fleet.
-                    node = AgentProcess(workdir, config(workdir, redis.url, f"node-{letter}", key_file),
-                                      dry_run=False, log_level="info")
+                    config = fleet_config(workdir, f'url = "{redis.url}"', f"node-{letter}", key_file, fleet_count=True)
+                    node = AgentProcess(workdir, config, dry_run=False, log_level="info")
                     node.start()
                     nodes.append(node)
                 wait(lambda: all(fleet_stats(node)["connected"] for node in nodes), "the fleet connected")

@@ -51,6 +51,26 @@ listen = ["unix://{workdir}/syslog.sock"]
 """
 
 
+def fleet_config(workdir: Path, fleet: str, node: str, key_file: Path, *, backend: str = "log", maxretry: int = 5,
+                 fleet_count: bool = False, jail_extra: str = "") -> str:
+    """socket_config, [fleet] with the Redis lines `fleet` (url, or sentinels and service), `node`
+    and `key_file`, and jail sshd (findtime 10m, bantime 1h; `jail_extra` lines are added to it)
+    counting failures fleet-wide with `fleet_count`."""
+    return socket_config(workdir, backend) + f"""
+[fleet]
+{fleet}
+node = "{node}"
+key_file = "{key_file}"
+[jails.sshd]
+filter = "sshd"
+maxretry = {maxretry}
+findtime = "10m"
+bantime = "1h"
+fleet_count = {str(fleet_count).lower()}
+{jail_extra}
+"""
+
+
 class AgentProcess:
     """`jailwarden run [--dry-run]` on `config` (TOML text); `filters` are written to filter.d.
 

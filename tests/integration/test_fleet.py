@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from .agent import AgentProcess, socket_config
+from .agent import AgentProcess, fleet_config
 from .conftest import DISTRIBUTION_PYTHON, require_root, require_tools
 from .netns import NetworkNamespace
 from .polling import wait_until
@@ -37,26 +37,6 @@ MAXRETRY = 5
 SHARE_LATENCY = 1.0  # seconds from a ban logged on one node to the ban in the other nodes' kernels
 STREAM = "jailwarden:bans"  # the fleet's stream of signed bans and unbans (prefix "jailwarden")
 IPSET = "jw-sshd-4"  # the ipset backend's IPv4 set for jail sshd
-
-
-def node_config(workdir: Path, redis_url: str, node: str, key_file: Path, fleet_count: bool,
-                jail_extra: str = "") -> str:
-    """One node's config: syslog on a unix socket only, jail sshd (maxretry 5, findtime 10m,
-    bantime 1h) enforced with ipset, bans shared and accepted, failures counted fleet-wide with
-    `fleet_count`."""
-    return socket_config(workdir, "ipset") + f"""
-[fleet]
-url = "{redis_url}"
-node = "{node}"
-key_file = "{key_file}"
-[jails.sshd]
-filter = "sshd"
-maxretry = {MAXRETRY}
-findtime = "10m"
-bantime = "1h"
-fleet_count = {str(fleet_count).lower()}
-{jail_extra}
-"""
 
 
 @dataclass
@@ -172,7 +152,9 @@ def start_fleet(tmp_path) -> Iterator[Callable[..., Fleet]]:
                 workdir.mkdir()
                 # A lock of our own: /run/xtables.lock is one for every namespace on the host.
                 extra = jail_extra.get(name, "") if isinstance(jail_extra, dict) else jail_extra
-                agent = AgentProcess(workdir, node_config(workdir, redis.url, name, key_file, fleet_count, extra),
+                config = fleet_config(workdir, f'url = "{redis.url}"', name, key_file, backend="ipset",
+                                      maxretry=MAXRETRY, fleet_count=fleet_count, jail_extra=extra)
+                agent = AgentProcess(workdir, config,
                                    dry_run=False, netns=namespace.name, interpreter=interpreter,
                                    env={"XTABLES_LOCKFILE": str(workdir / "xtables.lock")})
                 stack.callback(agent.stop)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster
 
-from .agent import AgentProcess, socket_config
+from .agent import AgentProcess, fleet_config
 from .conftest import require_root, require_tools
 from .polling import DEADLINE, wait_until
 from .redis_server import (LOOPBACK, OPENSSL, REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinel, RedisServer,
@@ -40,24 +40,6 @@ FLEET_COMMANDS = ("xadd", "xread", "xinfo|stream", "eval", "zadd", "zremrangebys
 FLEET_ACL = (f"{FLEET_USER} on >{FLEET_PASSWORD} resetchannels ~jailwarden:* -@all "
              + " ".join(f"+{command}" for command in FLEET_COMMANDS))
 FAILOVER_SHARE_DEADLINE = 15.0  # seconds from a ban after the failover to the ban on the other agent
-
-
-def agent_config(workdir: Path, node: str, key_file: Path, fleet: str, maxretry: int = 5,
-                 fleet_count: bool = False) -> str:
-    """An agent's config: the log backend, syslog on a unix socket only, the [fleet] settings
-    `fleet`, and jail sshd (findtime 10m, bantime 1h) counting failures fleet-wide with `fleet_count`."""
-    return socket_config(workdir) + f"""
-[fleet]
-{fleet}
-node = "{node}"
-key_file = "{key_file}"
-[jails.sshd]
-filter = "sshd"
-maxretry = {maxretry}
-findtime = "10m"
-bantime = "1h"
-fleet_count = {str(fleet_count).lower()}
-"""
 
 
 def write_secret(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -108,7 +90,8 @@ class Agents:
         for name in names:
             workdir = self.tmp_path / name
             workdir.mkdir()
-            config = agent_config(workdir, name, key_file or self.key_file, fleet, maxretry, fleet_count)
+            config = fleet_config(workdir, fleet, name, key_file or self.key_file, maxretry=maxretry,
+                                  fleet_count=fleet_count)
             agent = AgentProcess(workdir, config, dry_run=False)
             self.stack.callback(agent.stop)
             nodes.append(Node(name, None, agent))  # no network namespace of its own
