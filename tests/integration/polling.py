@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,3 +22,15 @@ def wait_until(condition: Callable[[], T | None], what: str, timeout: float = DE
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def terminate(process: subprocess.Popen | None, timeout: float = DEADLINE) -> None:
+    """SIGTERM a child that still runs and wait for its exit; SIGKILL it after `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)

@@ -25,7 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .polling import wait_until
+from .polling import terminate, wait_until
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_SENTINEL = "/usr/bin/redis-sentinel"  # Debian package redis-sentinel
@@ -130,15 +130,7 @@ class _Daemon:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait for the exit; SIGKILL after `timeout`."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.process = None
 
     @property

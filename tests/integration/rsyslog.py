@@ -21,7 +21,7 @@ from agent.config_values import listen as parse_listen
 from agent.events import LogEvent
 from agent.sources.syslog import SyslogSource
 
-from .polling import DEADLINE, wait_until
+from .polling import DEADLINE, terminate, wait_until
 
 T = TypeVar("T")
 
@@ -180,14 +180,7 @@ class Rsyslogd:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(DEADLINE)
+        terminate(self.process)
 
     def log(self, message: str, tag: str = "sshd") -> int:
         """Send `message` to rsyslogd as `tag` with logger's pid; return that pid."""

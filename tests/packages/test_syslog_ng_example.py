@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration.polling import DEADLINE, wait_until
+from integration.polling import DEADLINE, terminate, wait_until
 from integration.rsyslog import RunningSource, free_port, run_logger, syslog_config
 
 from .conftest import REPO, Chroot
@@ -74,14 +74,7 @@ class SyslogNg:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(DEADLINE)
+        terminate(self.process)
 
     def said(self) -> str:
         return self.output.read_text(errors="replace")
