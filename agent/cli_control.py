@@ -127,6 +127,12 @@ def _print_status(status: dict) -> None:
             rows.append([name, "yes" if source.get("running") else "no", "-" if lag is None else f"{lag:.2f}s",
                          _count(source.get("events")), _count(source.get("dropped"))])
         print("\n" + _table(rows), end="")
+    reports = status.get("reports") or {}
+    if reports:
+        rows = [["REPORTED ON", "ACCEPTED", "RATE LIMITED"]]
+        rows += [[channel, _count(counts.get("accepted")), _count(counts.get("rate_limited"))]
+                 for channel, counts in reports.items()]
+        print("\n" + _table(rows), end="")
 
 
 def _print_jail(jail: dict) -> None:

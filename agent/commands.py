@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from agent.addresses import parse_address, parse_network
 from agent.bans import Ban
 from agent.config_values import parse_duration
-from agent.control import ControlError
+from agent.control import ControlError, UnknownJail
 from agent.enforcement import backend_name
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ class Commands:
                 "store_error": agent.recorder.error,
                 "jails": {name: self._jail_status(name) for name in agent.pipeline.jails},
                 "sources": sources, "fleet": agent.fleet.stats() if agent.fleet is not None else None,
-                "actions": agent.actions.stats() if agent.actions is not None else {}}
+                "actions": agent.actions.stats(),
+                "reports": agent.reporting.stats() if agent.reporting is not None else {}}
 
     def bans(self, jail: str | None = None) -> list[dict]:
         now = time.time()
@@ -111,7 +112,7 @@ class Commands:
     def _jail(self, name: object) -> str:
         if not isinstance(name, str) or name not in self.agent.pipeline.jails:
             running = ", ".join(self.agent.pipeline.jails) or "none"
-            raise ControlError(f"no running jail {name!r} (running: {running})")
+            raise UnknownJail(f"no running jail {name!r} (running: {running})")
         return name
 
     @staticmethod

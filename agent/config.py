@@ -36,6 +36,7 @@ from agent.config_values import (
     network,
     nonempty_text,
     parse_duration,
+    per_second,
     choice,
     poll_interval,
     port,
@@ -85,6 +86,14 @@ class AgentConfig:
     # root and `report_group`; None: off (root can report on the control socket).
     report_socket: Path | None = None
     report_group: str | None = None
+    # Reports each caller (a uid on report_socket, the token on report_http) may make: `report_rate`
+    # a second after a burst of `report_burst`. Root on the control socket is not limited.
+    report_rate: float = 20.0
+    report_burst: int = 100
+    # HTTP on a loopback HOST:PORT: POST /v1/failures with the bearer token in report_token_file
+    # (required with it); None: off.
+    report_http: ListenAddress | None = None
+    report_token_file: Path | None = None
     backend: str = "auto"  # nftables where the host's firewall is in nftables, else ipset
     ignore: tuple[Network, ...] = _LOOPBACK
     history_window: float = WEEK  # how long a past ban makes the next one longer
@@ -268,8 +277,9 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
             _mark(item, path + (key,), file, origins)
 
 
-_AGENT_KEYS = ("state_dir", "socket", "report_socket", "report_group", "backend", "ignore", "history_window",
-               "keep_bans_on_stop", "reconcile_interval", "fail2ban_dir")
+_AGENT_KEYS = ("state_dir", "socket", "report_socket", "report_group", "report_rate", "report_burst", "report_http",
+               "report_token_file", "backend", "ignore", "history_window", "keep_bans_on_stop", "reconcile_interval",
+               "fail2ban_dir")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
     "require_trusted", "ports", "protocol", "aggregate", "actions", *JAIL_FLEET_KEYS,
@@ -367,12 +377,22 @@ class _Checker:
 
     def agent(self, table: dict) -> dict[str, Any]:
         converters = {"state_dir": absolute_path, "socket": absolute_path, "report_socket": absolute_path,
-                      "report_group": nonempty_text, "backend": backend,
+                      "report_group": nonempty_text, "report_rate": per_second, "report_burst": positive_int,
+                      "report_http": http_listen, "report_token_file": absolute_path, "backend": backend,
                       "keep_bans_on_stop": boolean, "fail2ban_dir": absolute_path}
         values = self.read(table, ("agent",), converters | {"history_window": parse_duration,
                                                              "reconcile_interval": parse_duration})
         if "report_group" in table and "report_socket" not in table:
             self.error(("agent", "report_group"), "report_group is the group of report_socket: set that too")
+        http = values.get("report_http")
+        if http is not None and not http.host.is_loopback:
+            self.error(("agent", "report_http"), f"{table['report_http']!r} is not a loopback address (127.0.0.0/8 "
+                       "or ::1): its bearer token travels in plain HTTP and must not leave this host")
+        if "report_http" in table and "report_token_file" not in table:
+            self.error(("agent", "report_token_file"), "required with report_http: the file holding the bearer "
+                       "token applications send (mode 600)")
+        if "report_token_file" in table and "report_http" not in table:
+            self.error(("agent", "report_token_file"), "report_token_file is the token of report_http: set that too")
         return values | self.read_lists(table, ("agent",), {"ignore": network})
 
     def jail(self, name: str, raw: object, agent: AgentConfig, jails: dict, actions: dict) -> JailConfig:

@@ -186,6 +186,15 @@ def http_listen(value: object) -> ListenAddress:
                          "[::1]:9716") from None
 
 
+def per_second(value: object) -> float:
+    """A rate: a positive, finite number of events a second (0.5: one every two seconds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number a second such as 20 or 0.5, got {describe(value)}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"must be a positive, finite number a second, got {value!r}")
+    return float(value)
+
+
 def poll_interval(value: object) -> float:
     """Seconds between checks of the journal for entries its notifications have not announced yet."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.ratelimit import RateLimit
+
 log = logging.getLogger("jailwarden.control")
 
 MAX_LINE = 64 * 1024  # bytes in one request line, newline not counted
@@ -48,6 +50,10 @@ class ControlError(Exception):
     message is what the client is told."""
 
 
+class UnknownJail(ControlError):
+    """A request naming a jail that does not run (HTTP answers it 404, not 400)."""
+
+
 class DaemonUnavailable(Exception):
     """The CLI cannot talk to a daemon: none runs, the socket is not ours to use, or it did not answer."""
 
@@ -56,13 +62,17 @@ class ControlSocketError(Exception):
     """The server cannot take its socket path: another daemon answers there, or it cannot be made."""
 
 
-class _Throttle:
+class Throttle:
     """At most one log line per kind of problem per `interval`, so a client repeating a bad
-    request cannot flood the daemon's log; the next line says how many were held back."""
+    request cannot flood the daemon's log; the next line says how many were held back. Lines go
+    to `logger`, each starting with `prefix`."""
 
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger = log, prefix: str = "control: ") -> None:
         self._interval = interval
         self._clock = clock
+        self._logger = logger
+        self._prefix = prefix
         self._kinds: dict[str, list] = {}  # kind -> [time last logged, lines held back]
 
     def warning(self, kind: str, message: str, *args: object, exc_info: BaseException | None = None) -> None:
@@ -73,10 +83,10 @@ class _Throttle:
             return
         held = f" ({entry[1]} similar problems not logged since the last line)" if entry[1] else ""
         entry[0], entry[1] = now, 0
-        log.warning("control: " + message + held, *args, exc_info=exc_info)
+        self._logger.warning(self._prefix + message + held, *args, exc_info=exc_info)
 
 
-def _check_arguments(command: str, request: dict[str, Any]) -> dict[str, Any]:
+def check_arguments(command: str, request: dict[str, Any]) -> dict[str, Any]:
     """The handler's keyword arguments for `request`, every one present (defaults filled in);
     raises ControlError naming what is wrong."""
     spec = _COMMANDS[command]
@@ -119,20 +129,23 @@ class ControlServer:
 
     def __init__(self, path: Path, handler: object, *, max_connections: int = MAX_CONNECTIONS,
                  idle_timeout: float = IDLE_TIMEOUT, commands: frozenset[str] | None = None,
-                 group: int | None = None) -> None:
+                 group: int | None = None, rate_limit: RateLimit | None = None) -> None:
         """`commands`: the only commands taken here (None: all); `group`: a group that may
         connect too (the socket is then mode 0660, owned by root and that group), for a socket
-        that offers applications `report` and nothing else."""
+        that offers applications `report` and nothing else; `rate_limit`: how often each peer
+        uid may `report` (None: no limit)."""
         self.path = Path(path)
         self._commands = commands
         self._group = group
+        self._rate_limit = rate_limit
+        self.reports = {"accepted": 0, "rate_limited": 0}  # `report` requests answered, and refused for the rate
         self._handler = handler
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
         self._inode: int | None = None  # our socket file's, so stop() removes no successor's
-        self._throttle = _Throttle()
+        self._throttle = Throttle()
 
     async def start(self) -> None:
         """Take the socket path (removing a stale socket file) and start accepting.
@@ -231,7 +244,7 @@ class ControlServer:
                 self._throttle.warning("peer", "connection from uid %d closed: only root may connect", uid)
                 return
             self._connections[task] = writer
-            await self._converse(reader, writer)
+            await self._converse(reader, writer, uid)
         except (ConnectionError, TimeoutError):
             pass  # the client left, or stopped reading its answers: its business
         except Exception as error:  # nothing a client does may escape into the loop
@@ -242,7 +255,7 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int) -> None:
         while True:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), self._idle_timeout)
@@ -255,14 +268,14 @@ class ControlServer:
                 writer.write(_encode({"ok": False, "error": f"request line longer than {MAX_LINE} bytes"}))
                 await asyncio.wait_for(writer.drain(), self._idle_timeout)
                 return
-            answer = await self._answer(line)
+            answer = await self._answer(line, uid)
             if writer.is_closing():
                 return  # stop() closed it while the command ran
             writer.write(answer)
             # A client that does not read its answers is closed like an idle one.
             await asyncio.wait_for(writer.drain(), self._idle_timeout)
 
-    async def _answer(self, line: bytes) -> bytes:
+    async def _answer(self, line: bytes, uid: int) -> bytes:
         try:
             try:
                 request = json.loads(line)
@@ -278,13 +291,17 @@ class ControlServer:
             if self._commands is not None and command not in self._commands:
                 raise ControlError(f"{command!r} is not allowed on this socket (it takes: "
                                    f"{', '.join(sorted(self._commands))})")
-            arguments = _check_arguments(command, request)
+            arguments = check_arguments(command, request)
             method = getattr(self._handler, command, None)
             if method is None:
                 raise ControlError(f"this daemon does not support {command!r}")
+            if command == "report" and self._rate_limit is not None:
+                self._limit_reports(uid)
             result = method(**arguments)
             if inspect.isawaitable(result):
                 result = await result
+            if command == "report":
+                self.reports["accepted"] += 1
             log.debug("control: %s %s done", command, arguments)
             return _encode({"ok": True, "result": result})
         except ControlError as error:
@@ -292,6 +309,15 @@ class ControlServer:
         except Exception as error:
             self._throttle.warning("internal", "a request failed: %r", line[:200], exc_info=error)
             return _encode({"ok": False, "error": f"internal error: {type(error).__name__}: {error}"})
+
+
+    def _limit_reports(self, uid: int) -> None:
+        wait = self._rate_limit.take(uid, time.monotonic())
+        if wait:
+            self.reports["rate_limited"] += 1
+            self._throttle.warning("rate", "reports from uid %d refused: more than %g a second", uid,
+                                   self._rate_limit.rate)
+            raise ControlError(self._rate_limit.refusal(f"uid {uid}", wait))
 
 
 class ControlClient:

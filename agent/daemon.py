@@ -5,7 +5,6 @@ and each ban decision is logged and nothing touches the kernel."""
 from __future__ import annotations
 
 import asyncio
-import grp
 import logging
 import signal
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from agent import restore
 from agent.actions.runner import ActionRunner, build_actions
+from agent.evidence import Evidence, Line
 from agent.addresses import Address, AddressSet
 from agent.bans import Ban, BanBook
 from agent.commands import Commands
@@ -29,6 +29,7 @@ from agent.metrics import MetricsServer
 from agent.notify import Notifier
 from agent.pipeline import Outcome, Pipeline
 from agent.recording import Recorder
+from agent.reporting import ReportEndpoints
 from agent.store import STORE_FILE
 from agent.sources import SourceError, source_class
 from agent.sources.journal import Position
@@ -62,7 +63,7 @@ class Agent(HandControl):
                                  config.agent.history_window, self._longest_findtime)
         self.notifier = Notifier()
         self.control: ControlServer | None = None
-        self.report_server: ControlServer | None = None  # applications' socket (report only)
+        self.reporting: ReportEndpoints | None = None  # where applications report failures
         self.metrics: MetricsServer | None = None
         self.enforcer: Enforcer | None = None
         self.fleet: Fleet | None = None
@@ -72,11 +73,12 @@ class Agent(HandControl):
         self._exit_status = 0
         self._reloading = asyncio.Lock()
         self._signal_tasks: set[asyncio.Task] = set()
-        self.actions: ActionRunner | None = None
+        self.actions = ActionRunner({}, {})  # none: a dry run must not send anything anywhere
+        self.evidence = Evidence()  # the lines leading to bans, for the jails that have actions
         wanted = {name for jail in self.pipeline.jails for name in config.jails[jail].actions}
         if wanted and dry_run:
             log.info("dry run: actions %s are not run", ", ".join(sorted(wanted)))
-        if wanted and not dry_run:  # a dry run must not send anything anywhere
+        if wanted and not dry_run:
             actions, problems = build_actions(config.actions, wanted)
             self.problems += problems
             self.actions = ActionRunner(actions, {name: config.jails[name].actions for name in self.pipeline.jails})
@@ -101,7 +103,8 @@ class Agent(HandControl):
         if outcome.kind in ("banned", "counted", "extended", "held"):
             self.counters[outcome.jail]["failures"] += 1
         if outcome.kind == "banned":
-            self.banned(outcome.ban)
+            evidence = self.evidence.take(outcome.jail, failure) if self.actions.wanted_by(outcome.jail) else ()
+            self.banned(outcome.ban, failures=outcome.decision.failures, evidence=evidence)
         elif outcome.kind == "extended":
             # The same ban ending later, not a new one: worded apart from "ban ADDR", which the
             # recidive filter counts.
@@ -110,6 +113,8 @@ class Agent(HandControl):
             until = "permanent" if ban.permanent else f"{format_duration(ban.end - outcome.decision.time)} from now"
             log.warning("%s ban of %s extended: %s (offence %d)", where, ban.address, until, ban.offence)
         elif outcome.kind == "counted":
+            if self.actions.wanted_by(outcome.jail):
+                self.evidence.add(outcome.jail, failure)
             if self.fleet is not None and self.config.jails[outcome.jail].fleet_count:
                 self.fleet.count(outcome.jail, failure.address, failure.time)
             # At debug level when enforcing: under a flood, a line per failure would add most of
@@ -127,15 +132,15 @@ class Agent(HandControl):
                    "covered": "it is older than the address's current ban"}
             log.debug("%s line naming %s not counted: %s", where, failure.address, why.get(outcome.kind, outcome.kind))
 
-    def banned(self, ban: Ban, share: bool = True) -> None:
-        """A new ban: counted, into the firewall and the store, logged, and (`share`) told to the fleet."""
+    def banned(self, ban: Ban, share: bool = True, failures: int = 0, evidence: tuple[Line, ...] = ()) -> None:
+        """A new ban: counted, into the firewall and the store, logged, (`share`) told to the
+        fleet, and to the jail's actions with its `failures` and the lines that led to it."""
         self.counters[ban.jail]["bans"] += 1
         self.enforce(ban)
         now = time.time()
         if share and self.fleet is not None:
             self.fleet.publish("ban", ban, now)
-        if self.actions is not None:
-            self.actions.notify("ban", ban)
+        self.actions.notify("ban", ban, failures, evidence)
         length = "permanently" if ban.permanent else f"for {format_duration(round(ban.end - ban.start))}"
         mode = " [dry run: no firewall change]" if self.dry_run else ""
         log.warning("jail %s: ban %s %s (offence %d; reason: %s)%s", ban.jail, ban.address, length, ban.offence,
@@ -156,8 +161,7 @@ class Agent(HandControl):
         if self.enforcer is not None:
             self.enforcer.unban(ban.jail, ban.address)
         self.recorder.lifted(ban, now)
-        if self.actions is not None:
-            self.actions.notify("unban", ban)
+        self.actions.notify("unban", ban)
         log.warning("jail %s: unban %s (%s)%s", ban.jail, ban.address, why, " [dry run]" if self.dry_run else "")
 
     def _longest_findtime(self) -> float:
@@ -195,7 +199,8 @@ class Agent(HandControl):
         except ControlSocketError as error:
             log.error("%s; exiting", error)
             return 1
-        await self._start_report_socket(commands)
+        self.reporting = ReportEndpoints(self.config.agent, commands)
+        await self.reporting.start()
         if self.config.metrics.listen is not None:
             self.metrics = MetricsServer(self.config.metrics.listen, commands.status)
             try:
@@ -219,10 +224,9 @@ class Agent(HandControl):
             except FleetError as error:
                 log.error("%s; running without the fleet", error)
                 self.fleet = None
-        if self.actions is not None:
-            self.actions.start()
+        self.actions.start()
         await self.start_sources(now)
-        if not self.sources and self.report_server is None:  # applications' reports alone can feed jails
+        if not self.sources and not self.reporting.running:  # applications' reports alone can feed jails
             enabled = self.config.sources.journal.enabled or self.config.sources.syslog.enabled
             log.error("%s; exiting", "no source could start" if enabled else "no source is enabled")
             await self._shut_down([])
@@ -237,24 +241,6 @@ class Agent(HandControl):
         await self._stopping.wait()
         await self._shut_down(tasks)
         return self._exit_status
-
-    async def _start_report_socket(self, commands: Commands) -> None:
-        """Applications' socket: `report` only, for root and [agent] report_group. One that cannot
-        start is logged; the agent runs without it."""
-        path, group = self.config.agent.report_socket, self.config.agent.report_group
-        if path is None:
-            return
-        try:
-            gid = grp.getgrnam(group).gr_gid if group is not None else None
-        except KeyError:
-            log.error("[agent] report_group %r: no such group; running without the report socket", group)
-            return
-        self.report_server = ControlServer(path, commands, commands=frozenset({"report"}), group=gid)
-        try:
-            await self.report_server.start()
-        except ControlSocketError as error:
-            log.error("%s; running without the report socket", error)
-            self.report_server = None
 
     def _task_ended(self, task: asyncio.Task) -> None:
         """A background task that ends by itself is a bug: without it bans are not ended, or not
@@ -278,12 +264,11 @@ class Agent(HandControl):
             await source.stop()
         if self.fleet is not None:
             await self.fleet.stop()
-        if self.actions is not None:
-            await self.actions.stop()
+        await self.actions.stop()
         if self.control is not None:
             await self.control.stop()
-        if self.report_server is not None:
-            await self.report_server.stop()
+        if self.reporting is not None:
+            await self.reporting.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         if self.enforcer is not None:

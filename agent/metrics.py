@@ -54,6 +54,10 @@ def exposition(status: dict) -> str:
            "queue full).", [({"source": name}, source["dropped"]) for name, source in sources.items()])
     metric("source_lag_seconds", "gauge", "Seconds between the newest entry a source applied and now.",
            [({"source": name}, source["lag"]) for name, source in sources.items() if source["lag"] is not None])
+    metric("reports_total", "counter", "Failures applications reported, per endpoint (socket, http): accepted, or "
+           "refused by the rate limit.", [({"channel": channel, "outcome": outcome}, count)
+                                          for channel, counts in status.get("reports", {}).items()
+                                          for outcome, count in counts.items()])
     return "\n".join(out) + "\n"
 
 

@@ -7,9 +7,9 @@ running agent, or refused as a whole, leaving the agent exactly as it was.
   bans are put into the new one.
 - A removed (or disabled) jail's bans are lifted and its backend torn down; a new jail starts.
 - The journal source restarts from its position when the jails' journal matches changed; a
-  source whose own settings changed restarts. `[agent]` paths, history_window and
-  reconcile_interval, `[metrics]` and `[fleet]` take effect at the next start (the reload says
-  so); a jail's share, accept, fleet_count and aggregate apply at once.
+  source whose own settings changed restarts. `[agent]` paths, the report endpoints' settings,
+  history_window and reconcile_interval, `[metrics]` and `[fleet]` take effect at the next start
+  (the reload says so); a jail's share, accept, fleet_count and aggregate apply at once.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from agent.daemon import Agent
 
 log = logging.getLogger("jailwarden")
-_RESTART_ONLY = ("state_dir", "socket", "history_window", "reconcile_interval")
+_RESTART_ONLY = ("state_dir", "socket", "report_socket", "report_group", "report_rate", "report_burst", "report_http",
+                 "report_token_file", "history_window", "reconcile_interval")
 
 
 async def reload(agent: Agent) -> list[str]:
@@ -95,9 +96,9 @@ async def reload(agent: Agent) -> list[str]:
                 agent.enforcer.ban(name, ban.address, ban.end)
     changes += [f"[agent] {key} changed: takes effect at the next start" for key in _RESTART_ONLY
                 if getattr(old_config.agent, key) != getattr(config.agent, key)]
-    if agent.actions is not None:  # which jail sets off which action applies at once
+    if not agent.dry_run:  # which jail sets off which action applies at once
         agent.actions.jail_actions = {name: config.jails[name].actions for name in new}
-    running = set(agent.actions.lanes) if agent.actions is not None else set()
+    running = set(agent.actions.lanes)
     missing = sorted({action for name in new for action in config.jails[name].actions} - running)
     if missing and not agent.dry_run:
         changes.append(f"actions {', '.join(missing)} not running: they start at the next start")

@@ -1,6 +1,6 @@
-"""Actions: what a ban sets off besides the firewall (a webhook, AbuseIPDB reports, plug-ins),
-run off the ban path by agent/actions/runner.py. Each action is one module, registered here by
-name.
+"""Actions: what a ban sets off besides the firewall (a webhook, a mail, AbuseIPDB and blocklist.de
+reports, plug-ins), run off the ban path by agent/actions/runner.py. Each action is one module,
+registered here by name.
 
 An action is a class built as `Action(**options)` from its `[actions.NAME]` table (raising
 ActionError, TypeError or ValueError for options it cannot take), with `on_ban(notice)` and
@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from agent.bans import Ban
+from agent.evidence import Line, public
 
 ACTIONS = {
     "webhook": "agent.actions.webhook:WebhookAction",
     "abuseipdb": "agent.actions.abuseipdb:AbuseIPDBAction",
     "mail": "agent.actions.mail:MailAction",
+    "blocklist-de": "agent.actions.blocklist_de:BlocklistDeAction",
 }
 ENTRY_POINT_GROUP = "jailwarden.actions"
 
@@ -44,7 +46,12 @@ class ActionFailed(Exception):
 @dataclass(slots=True, frozen=True)
 class BanNotice:
     """What an action is told: `kind` "ban" or "unban" of `address` (text: an address or a
-    network) in `jail`; `end` is None for a permanent ban."""
+    network) in `jail`; `end` is None for a permanent ban.
+
+    A ban a jail decided also has its `failures` and the last few `lines` that led to it, each
+    "ISO-TIME MESSAGE" (for the admin: as logged), and `public_lines`, the same fit to leave the
+    host (see agent/evidence.py). Bans by hand, from the fleet or by prefix have none.
+    """
 
     kind: str
     jail: str
@@ -53,11 +60,16 @@ class BanNotice:
     end: float | None
     offence: int
     reason: str
+    failures: int = 0
+    lines: tuple[str, ...] = ()
+    public_lines: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, kind: str, ban: Ban) -> BanNotice:
+    def of(cls, kind: str, ban: Ban, failures: int = 0, evidence: tuple[Line, ...] = (),
+           hostnames: tuple[str, ...] = ()) -> BanNotice:
         return cls(kind, ban.jail, str(ban.address), ban.start, None if ban.end == math.inf else ban.end,
-                   ban.offence, ban.reason)
+                   ban.offence, ban.reason, failures, tuple(line.text() for line in evidence),
+                   tuple(public(line, ban.address, hostnames) for line in evidence))
 
 
 def action_class(reference: str) -> type:

@@ -1,9 +1,10 @@
 """The abuseipdb action: reports each banned address to AbuseIPDB's API v2 (`POST /report`,
 form fields ip, categories, comment, timestamp; the key in the `Key` header).
 
-What leaves the host is the address, the jail's categories, the ban's time and a comment made
-only of the jail's name and the ban's reason (a count of failures and a filter's name): never a
-log line, so no user name, URL or local address. AbuseIPDB takes one report per address per 15
+What leaves the host is the address, the jail's categories, the ban's time and a comment: the
+jail's name, the ban's reason (a count of failures and a filter's name) and the lines that led to
+the ban with every user name, other address, host name of ours, e-mail address and query string
+replaced (agent/evidence.py), up to AbuseIPDB's 1,024 characters. AbuseIPDB takes one report per address per 15
 minutes and a daily quota (1,000 on the free plan): an address reported within `interval` is not
 sent again, and beyond `daily_limit` reports a UTC day nothing is sent until the next day. A
 network (a prefix ban) is not reported: the API takes single addresses.
@@ -16,18 +17,18 @@ import logging
 import time
 import urllib.error
 import urllib.parse
-from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.actions import ActionError, ActionFailed, BanNotice
 from agent.actions.http import MAX_ANSWER, post
+from agent.actions.pacing import Pacing
 from agent.secrets import SecretError, read_secret
 
 log = logging.getLogger("jailwarden.actions")
 
 API = "https://api.abuseipdb.com/api/v2/report"
-_REMEMBERED = 100_000  # addresses whose last report time is kept
+MAX_COMMENT = 1024  # characters AbuseIPDB takes
 
 
 class AbuseIPDBAction:
@@ -48,35 +49,18 @@ class AbuseIPDBAction:
                               f"got {categories!r}")
         if not str(url).startswith(("https://", "http://")):
             raise ActionError(f"abuseipdb: url must be http(s)://, got {url!r}")
-        self.url, self.timeout, self.interval, self.daily_limit = url, float(timeout), float(interval), int(daily_limit)
-        self._reported: OrderedDict[str, float] = OrderedDict()
-        self._day, self._today = "", 0
-        self.skipped = 0
+        self.url, self.timeout = url, float(timeout)
+        try:
+            self.pacing = Pacing("abuseipdb", interval, daily_limit)
+        except (TypeError, ValueError) as error:
+            raise ActionError(str(error)) from None
 
     def on_ban(self, notice: BanNotice) -> None:
-        if "/" in notice.address:
-            return
         now = time.time()
-        last = self._reported.get(notice.address)
-        if last is not None and now - last < self.interval:
-            self.skipped += 1
-            return
-        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
-        if day != self._day:
-            self._day, self._today = day, 0
-        if self._today >= self.daily_limit:
-            self.skipped += 1
-            if self._today == self.daily_limit:
-                log.warning("action abuseipdb: daily limit of %d reports reached; none until 00:00 UTC",
-                            self.daily_limit)
-                self._today += 1
+        if "/" in notice.address or not self.pacing.allows(notice.address, now):
             return
         self._send(notice)
-        self._today += 1
-        self._reported[notice.address] = now
-        self._reported.move_to_end(notice.address)
-        if len(self._reported) > _REMEMBERED:
-            self._reported.popitem(last=False)
+        self.pacing.sent(notice.address, now)
 
     def on_unban(self, notice: BanNotice) -> None:
         pass  # AbuseIPDB keeps reports; an unban is not news to it
@@ -85,7 +69,8 @@ class AbuseIPDBAction:
         form = {
             "ip": notice.address,
             "categories": ",".join(str(category) for category in self.categories),
-            "comment": f"jailwarden: banned in jail {notice.jail} ({notice.reason})"[:1000],
+            "comment": comment(f"jailwarden: banned in jail {notice.jail} ({notice.reason})", notice.public_lines,
+                               MAX_COMMENT),
             "timestamp": datetime.fromtimestamp(notice.start, timezone.utc).isoformat(timespec="seconds"),
         }
         answer = post(self.url, urllib.parse.urlencode(form).encode(), {"Key": self.key, "Accept": "application/json"},
@@ -94,6 +79,16 @@ class AbuseIPDBAction:
             json.loads(answer or b"{}")
         except ValueError as error:
             raise ActionFailed(f"AbuseIPDB at {self.url}: {error}") from None
+
+
+def comment(heading: str, lines: tuple[str, ...], limit: int) -> str:
+    """`heading` and as many whole `lines` as fit in `limit` characters, one a line."""
+    text = heading[:limit]
+    for line in lines:
+        if len(text) + 1 + len(line) > limit:
+            break
+        text += "\n" + line
+    return text
 
 
 def _error_detail(error: urllib.error.HTTPError) -> str:

@@ -1,6 +1,8 @@
 """The mail action: bans (and, with `unban = true`, unbans) mailed as a digest every
 `interval` seconds (60 by default), never a mail per ban in a storm, over SMTP with STARTTLS
-(default), implicit TLS (`security = "ssl"`) or none, with optional login.
+(default), implicit TLS (`security = "ssl"`) or none, with optional login. Each ban is listed
+with the log lines that led to it (the last few, as logged: the mail goes to the admin) and,
+with `reverse_dns = true`, the banned address's name.
 
 The first notice of a quiet spell starts the interval; what arrives within it goes into the same
 mail; when the agent stops, what is waiting is sent at once. A mail that cannot be sent is kept
@@ -15,6 +17,7 @@ import logging
 import smtplib
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor, wait
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -26,13 +29,14 @@ from agent.secrets import SecretError, read_secret
 log = logging.getLogger("jailwarden.actions")
 
 MAX_PENDING = 1000  # notices held for the next mail; beyond, the oldest are left out (and counted)
+MAX_LOOKUPS = 100  # reverse DNS lookups for one mail
 
 
 class MailAction:
     def __init__(self, sender: str, recipients: list[str], host: str = "localhost", port: int | None = None,
                  security: str = "starttls", username: str | None = None, password_file: str | None = None,
                  ca_file: str | None = None, interval: float = 60.0, timeout: float = 30.0,
-                 unban: bool = False) -> None:
+                 unban: bool = False, reverse_dns: bool = False) -> None:
         if security not in ("starttls", "ssl", "none"):
             raise ActionError(f"mail: security must be 'starttls', 'ssl' or 'none', got {security!r}")
         if not isinstance(recipients, list) or not recipients or not all(isinstance(r, str) and "@" in r
@@ -51,6 +55,7 @@ class MailAction:
         self.sender, self.recipients, self.host, self.security = sender, recipients, host, security
         self.port = port or {"starttls": 587, "ssl": 465, "none": 25}[security]
         self.username, self.interval, self.timeout, self.unban = username, float(interval), float(timeout), unban
+        self.reverse_dns = bool(reverse_dns)
         self.context = ssl.create_default_context(cafile=ca_file)
         self.pending: list[BanNotice] = []
         self.left_out = 0
@@ -104,6 +109,7 @@ class MailAction:
         message["Subject"] = (f"jailwarden on {socket.gethostname()}: {len(bans)} ban{'s' * (len(bans) != 1)}"
                               + (f", {len(notices) - len(bans)} unbans" if len(notices) > len(bans) else ""))
         message["Date"], message["Message-ID"] = formatdate(localtime=True), make_msgid("jailwarden")
+        names = reverse_names([notice.address for notice in bans], self.timeout) if self.reverse_dns else {}
         lines = []
         for notice in notices:
             if notice.kind == "ban":
@@ -111,6 +117,9 @@ class MailAction:
                           else f"for {format_duration(round(notice.end - notice.start))}")
                 lines.append(f"ban   {notice.address:<39} jail {notice.jail} {length}, offence {notice.offence}: "
                              f"{notice.reason}")
+                if notice.address in names:
+                    lines.append(f"      reverse DNS: {names[notice.address]}")
+                lines += [f"      {line}" for line in notice.lines]
             else:
                 lines.append(f"unban {notice.address:<39} jail {notice.jail}")
         if left_out:
@@ -129,3 +138,25 @@ class MailAction:
             if self.username is not None:
                 client.login(self.username, self.password)
             client.send_message(message)
+
+
+def reverse_names(addresses: list[str], timeout: float) -> dict[str, str]:
+    """Each address's name by reverse DNS (unverified: whoever holds the address's reverse zone
+    chooses it), looked up MAX_LOOKUPS at most, several at a time, within `timeout` seconds in
+    all; what has no name or no answer in time says so."""
+    wanted = [address for address in dict.fromkeys(addresses) if "/" not in address][:MAX_LOOKUPS]
+    if not wanted:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(8, len(wanted)), thread_name_prefix="reverse-dns")
+    lookups = {address: pool.submit(_reverse_name, address) for address in wanted}
+    wait(lookups.values(), timeout=timeout)
+    pool.shutdown(wait=False, cancel_futures=True)  # a resolver still waiting is left to finish alone
+    return {address: lookup.result() if lookup.done() and not lookup.cancelled() else "(no answer in time)"
+            for address, lookup in lookups.items()}
+
+
+def _reverse_name(address: str) -> str:
+    try:
+        return f"{socket.gethostbyaddr(address)[0]} (unverified)"
+    except OSError:
+        return "(none)"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from agent.actions import ActionError, ActionFailed, BanNotice, action_class
 from agent.bans import Ban
+from agent.evidence import Line
 
 log = logging.getLogger("jailwarden.actions")
 
@@ -52,12 +54,19 @@ def build_actions(tables: dict[str, dict], wanted: set[str]) -> tuple[dict[str, 
     return actions, problems
 
 
+def host_names() -> tuple[str, ...]:
+    """This host's names: its hostname, its fully qualified name and that name's first label."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    return tuple(sorted(names | {name.split(".")[0] for name in names}))
+
+
 class ActionRunner:
     def __init__(self, actions: dict[str, object], jail_actions: dict[str, tuple[str, ...]],
                  retries: int = RETRIES, backoff: float = 1.0, timeout: float = TIMEOUT) -> None:
         self.lanes = {name: _Lane(name, action) for name, action in actions.items()}
         self.jail_actions = jail_actions
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.hostnames = host_names()  # kept out of what leaves the host
 
     def start(self) -> None:
         for lane in self.lanes.values():
@@ -84,12 +93,17 @@ class ActionRunner:
             except Exception as error:  # noqa: BLE001
                 log.error("action %s: closing failed: %s", lane.name, str(error) or repr(error))
 
-    def notify(self, kind: str, ban: Ban) -> None:
-        """Queue `kind` ("ban" or "unban") of `ban` for each action of its jail; never waits."""
+    def wanted_by(self, jail: str) -> bool:
+        """Does `jail` have actions (so that the lines leading to its bans are worth keeping)?"""
+        return bool(self.jail_actions.get(jail))
+
+    def notify(self, kind: str, ban: Ban, failures: int = 0, evidence: tuple[Line, ...] = ()) -> None:
+        """Queue `kind` ("ban" or "unban") of `ban` for each action of its jail; never waits.
+        A jail's ban comes with its failure count and the lines that led to it."""
         names = self.jail_actions.get(ban.jail, ())
         if not names:
             return
-        notice = BanNotice.of(kind, ban)
+        notice = BanNotice.of(kind, ban, failures, evidence, self.hostnames)
         for name in names:
             lane = self.lanes.get(name)
             if lane is None:

@@ -1,6 +1,7 @@
 """The webhook action: a JSON POST per ban (and, with `unban = true`, per unban) to a URL, signed
 with HMAC-SHA256 when a secret is given. `format = "slack"` sends `{"text": ...}`, which Slack
-and Mattermost incoming webhooks take."""
+and Mattermost incoming webhooks take. The JSON body's `lines` are the lines that led to the ban
+as fit to leave the host (agent/evidence.py): a webhook often points at someone else's service."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ class WebhookAction:
             return json.dumps({"text": text}).encode()
         return json.dumps({"event": notice.kind, "jail": notice.jail, "address": notice.address,
                            "start": notice.start, "end": notice.end, "offence": notice.offence,
-                           "reason": notice.reason}, sort_keys=True).encode()
+                           "reason": notice.reason, "failures": notice.failures,
+                           "lines": list(notice.public_lines)}, sort_keys=True).encode()
 
     def _post(self, notice: BanNotice) -> None:
         body = self.body(notice)

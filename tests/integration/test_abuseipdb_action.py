@@ -82,7 +82,7 @@ def test_an_address_is_reported_once_per_interval_and_no_more_than_the_daily_lim
     for address in ("203.0.113.91", "203.0.113.91", "203.0.113.92", "203.0.113.93", "203.0.113.94"):
         action.on_ban(notice(address))
     assert [report["ip"] for report in AbuseIPDB.reports] == ["203.0.113.91", "203.0.113.92"]
-    assert action.skipped == 3
+    assert action.pacing.skipped == 3
     action.on_ban(notice("2001:db8::1"))  # over the daily limit still
     prefix = BanNotice.of("ban", Ban("sshd", ipaddress.ip_network("198.51.100.0/24"), 0, 1, 1))
     action.on_ban(prefix)  # a network is never reported

@@ -1,6 +1,7 @@
 """Actions of a real agent (`jailwarden run`, log backend) on a real ban: the webhook POSTs to an
 HTTP server in the test (which first answers 503, then 200), signed with the secret; a plug-in
-action found by entry point, from a small package made in the test, is called too."""
+action found by entry point, from a small package made in the test, is called too; the lines
+behind a ban reach AbuseIPDB, blocklist.de and the webhook with nothing local in them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -106,3 +108,74 @@ actions = ["hook", "file"]
         {"kind": "ban", "address": "203.0.113.70"}, {"kind": "unban", "address": "203.0.113.70"}]
     assert status["hook"]["done"] == 2 and status["hook"]["retried"] == 1 and status["hook"]["failed"] == 0
     assert status["file"]["done"] == 2
+
+
+def serve(handler) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_lines_behind_a_ban_reach_the_reports_without_user_names_or_local_addresses(tmp_path):
+    """A real agent bans on three Dovecot lines naming a user, the local address and this host's
+    name; AbuseIPDB, blocklist.de and a webhook (local servers speaking their protocols) get the
+    lines with none of those, and the banned address as the service logged it."""
+    require_root()
+    from .test_abuseipdb_action import KEY as ABUSEIPDB_KEY
+    from .test_abuseipdb_action import AbuseIPDB
+    from .test_blocklist_de_action import KEY as BLOCKLIST_KEY
+    from .test_blocklist_de_action import BlocklistDe
+
+    AbuseIPDB.reports, AbuseIPDB.answers, BlocklistDe.reports, BlocklistDe.answers = [], [], [], []
+    Receiver.requests, Receiver.answers = [], []
+    servers = [serve(AbuseIPDB), serve(BlocklistDe), serve(Receiver)]
+    abuseipdb, blocklist, hook = (f"http://127.0.0.1:{server.server_port}" for server in servers)
+    keys = {}
+    for name, key in (("abuseipdb", ABUSEIPDB_KEY), ("blocklist", BLOCKLIST_KEY)):
+        keys[name] = tmp_path / f"{name}.key"
+        keys[name].write_text(key)
+        keys[name].chmod(0o600)
+    config = socket_config(tmp_path) + f"""
+[actions.abuseipdb]
+key_file = "{keys['abuseipdb']}"
+categories = [18]
+url = "{abuseipdb}/api/v2/report"
+[actions.blocklist]
+type = "blocklist-de"
+server = "reports@example.org"
+key_file = "{keys['blocklist']}"
+service = "imap"
+url = "{blocklist}/en/httpreports.html"
+[actions.hook]
+type = "webhook"
+url = "{hook}/hook"
+[jails.dovecot]
+filter = "dovecot"
+maxretry = 3
+actions = ["abuseipdb", "blocklist", "hook"]
+"""
+    hostname = socket.gethostname()
+    try:
+        with AgentProcess(tmp_path, config, dry_run=False) as agent:
+            for attempt in range(3):
+                run_logger("-u", str(tmp_path / "syslog.sock"), "-d", "--rfc5424", "-t", "dovecot", "-p", "mail.info",
+                           f"imap-login: Disconnected: Connection closed by {hostname} (auth failed, 1 attempts in "
+                           f"2 secs): user=<alice.{attempt}@example.org>, method=PLAIN, rip=203.0.113.73, "
+                           f"lip=192.0.2.10, TLS, session=<c2Vzc2lvbi0{attempt}>")
+            agent.wait_for(r"jail dovecot: ban 203\.0\.113\.73 for 1h")
+            wait_until(lambda: AbuseIPDB.reports and BlocklistDe.reports and Receiver.requests, "the three reports")
+    finally:
+        for server in servers:
+            server.shutdown()
+    (abuse,), (listed,) = AbuseIPDB.reports, BlocklistDe.reports
+    (_, body), = Receiver.requests
+    webhook = json.loads(body)
+    lines = webhook["lines"]
+    assert webhook["failures"] == 3 and len(lines) == 3
+    assert abuse["comment"].splitlines() == ["jailwarden: banned in jail dovecot (3 dovecot failures)"] + lines
+    assert listed["logs"].splitlines() == lines and listed["ip"] == "203.0.113.73" and listed["service"] == "imap"
+    for line in lines:
+        assert ("imap-login: Disconnected: Connection closed by <host> (auth failed, 1 attempts in 2 secs): "
+                "user=<user>, method=PLAIN, rip=203.0.113.73, lip=<address>, TLS") in line
+        for private in ("alice", "example.org", "192.0.2.10", hostname):
+            assert private not in line

@@ -28,7 +28,8 @@ WEB = {"filter": "nginx-auth", "backend": "nftables", "backend_ok": False,
        "failures": 3, "bans": 1}
 STATUS = {"version": "0.1.0", "dry_run": False, "uptime": 7384.0, "jails": {"sshd": SSHD, "web": WEB},
           "sources": {"journal": {"running": True, "lag": 0.012, "events": 51234, "dropped": 0},
-                      "syslog": {"running": False, "lag": None, "events": 0, "dropped": 7}}}
+                      "syslog": {"running": False, "lag": None, "events": 0, "dropped": 7}},
+          "reports": {"socket": {"accepted": 310, "rate_limited": 0}, "http": {"accepted": 52, "rate_limited": 4}}}
 
 
 class Daemon:
@@ -96,7 +97,7 @@ def jailwarden(*argv: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-def test_status_prints_a_table_of_jails_and_sources_and_a_failing_backend(daemon) -> None:
+def test_status_prints_a_table_of_jails_sources_and_reports_and_a_failing_backend(daemon) -> None:
     path, _ = daemon
     result = jailwarden("status", "--socket", str(path))
     assert result.returncode == 0, result.stderr
@@ -108,6 +109,8 @@ def test_status_prints_a_table_of_jails_and_sources_and_a_failing_backend(daemon
     assert "web: backend nftables: nft: table inet jailwarden: Operation not permitted" in lines
     assert ["journal", "yes", "0.01s", "51234", "0"] in [line.split() for line in lines]
     assert ["syslog", "no", "-", "0", "7"] in [line.split() for line in lines]
+    reports = lines.index("REPORTED ON  ACCEPTED  RATE LIMITED")
+    assert [line.split() for line in lines[reports + 1:reports + 3]] == [["socket", "310", "0"], ["http", "52", "4"]]
 
 
 def test_status_of_a_jail_as_json_is_the_daemons_answer(daemon) -> None:

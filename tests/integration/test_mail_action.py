@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+import subprocess
+import sys
+from pathlib import Path
 from email import message_from_bytes, policy
 
 import pytest
@@ -17,10 +20,12 @@ from agent.actions import ActionError, BanNotice
 from agent.actions.mail import MailAction
 from agent.bans import Ban
 
+from .conftest import require_root
 from .redis_server import make_certificates
 from .rsyslog import free_port
 
 PASSWORD = "correct horse"
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Inbox:
@@ -140,3 +145,51 @@ def test_a_digest_waiting_when_the_agent_stops_is_sent_then(smtp, tmp_path):
 
     asyncio.run(asyncio.wait_for(ban_and_stop(), 10))
     assert len(inbox.messages) == 1 and "203.0.113.99" in inbox.messages[0][1].get_content()
+
+
+SEND_WITH_REVERSE_DNS = """
+import asyncio, ipaddress, sys
+sys.path.insert(0, sys.argv[1])
+from agent.actions import BanNotice
+from agent.actions.mail import MailAction
+from agent.bans import Ban
+from agent.evidence import Line
+
+mail = MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
+                  port=int(sys.argv[2]), username="jw", password_file=sys.argv[3], ca_file=sys.argv[4],
+                  interval=3600, timeout=5, reverse_dns=True)
+
+async def ban_two():
+    for n in (90, 91):
+        address = f"203.0.113.{n}"
+        lines = tuple(Line(1000.0 + second, f"Failed password for invalid user alice from {address} port 40{second}",
+                           {"user": "alice"}) for second in range(5))
+        await mail.on_ban(BanNotice.of("ban", Ban("sshd", ipaddress.ip_address(address), 1006.0, 4606.0, 1,
+                                                   "6 sshd failures"), 6, lines))
+    await mail.close()
+
+asyncio.run(ban_two())
+"""
+
+
+def test_a_ban_is_mailed_with_its_last_lines_as_logged_and_the_address_reverse_name(smtp, tmp_path):
+    """Reverse DNS by the real resolver, in a mount namespace whose /etc/hosts names one of the
+    two addresses and whose resolv.conf points at loopback (no query leaves the machine)."""
+    require_root()
+    inbox, port, ca, *_ = smtp
+    mail = action(tmp_path, port, ca)  # writes the password file
+    hosts, resolv, script = tmp_path / "hosts", tmp_path / "resolv.conf", tmp_path / "send.py"
+    hosts.write_text("127.0.0.1 localhost\n203.0.113.90 scanner-90.example.net\n")
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    script.write_text(SEND_WITH_REVERSE_DNS)
+    inner = (f"mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && "
+             f"exec {sys.executable} {script} {REPO} {port} {tmp_path / 'smtp.password'} {ca}")
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], check=True, timeout=60)
+    assert mail.reverse_dns is False  # off unless asked for
+    (_, message, _), = inbox.messages
+    body = message.get_content().replace("\r\n", "\n")
+    assert "ban   203.0.113.90" in body and "      reverse DNS: scanner-90.example.net (unverified)\n" in body
+    assert "      reverse DNS: (none)\n" in body  # 203.0.113.91 has no name
+    # Each address's lines, as logged: this mail goes to the admin.
+    assert body.count("Failed password for invalid user alice from 203.0.113.90") == 5
+    assert "      1970-01-01T00:16:44+00:00 Failed password for invalid user alice from 203.0.113.91 port 404\n" in body

@@ -1,15 +1,19 @@
 """Applications report failures: over [agent] report_socket (mode 0660, group report_group) an
-unprivileged application user can report, and do nothing else; reports count like log lines."""
+unprivileged application user can report, and do nothing else, at most report_rate a second after
+a burst of report_burst; reports count like log lines."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 from .agent import AgentProcess
 from .conftest import DISTRIBUTION_PYTHON
@@ -35,62 +39,97 @@ def ask_as(user: str, path: Path, request: str) -> dict:
     return json.loads(done.stdout)
 
 
+def jailwarden(*argv: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *map(str, argv)], capture_output=True, text=True,
+                          timeout=30, cwd=REPO)
+
+
 def report(jail: str, address: str, reason: str = "bad password for alice") -> str:
     return json.dumps({"command": "report", "jail": jail, "address": address, "reason": reason})
 
 
-def test_an_application_user_reports_failures_that_ban_but_cannot_unban_or_use_the_control_socket(
-        tmp_path, unprivileged_user):
-    run_dir = Path(tempfile.mkdtemp(prefix="jwreport-", dir="/run"))  # reachable by the user, unlike tmp_path
-    os.chmod(run_dir, 0o755)
-    report_socket = run_dir / "report.sock"
-    config = f"""
+@pytest.fixture
+def run_dir():
+    """A directory in /run that the application user can reach, unlike tmp_path."""
+    directory = Path(tempfile.mkdtemp(prefix="jwreport-", dir="/run"))
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def report_config(tmp_path: Path, run_dir: Path, group: str, maxretry: int = 2, agent_extra: str = "") -> str:
+    """An agent fed by nothing but its report socket in `run_dir`, open to `group`; jail webapp."""
+    return f"""
 [agent]
 state_dir = "{tmp_path}/state"
 socket = "{run_dir}/control.sock"
-report_socket = "{report_socket}"
-report_group = "{unprivileged_user.name}"
+report_socket = "{run_dir}/report.sock"
+report_group = "{group}"
 backend = "log"
+{agent_extra}
 [sources.journal]
 enabled = false
 [sources.syslog]
 enabled = false
 [jails.webapp]
 filter = "sshd"
-maxretry = 2
+maxretry = {maxretry}
 ignore = ["198.51.100.0/24"]
 """
-    try:
-        with AgentProcess(tmp_path, config, dry_run=False) as agent:
-            assert oct(report_socket.stat().st_mode & 0o777) == "0o660"
-            first = ask_as(unprivileged_user.name, report_socket, report("webapp", "203.0.113.80"))
-            assert first == {"ok": True, "result": {"jail": "webapp", "address": "203.0.113.80", "outcome": "counted"}}
-            second = ask_as(unprivileged_user.name, report_socket, report("webapp", "203.0.113.80"))
-            assert second["result"]["outcome"] == "banned" and second["result"]["ban"]["offence"] == 1
-            agent.wait_for(r"jail webapp: ban 203\.0\.113\.80 for 1h .*reason: 2 report failures")
-            ignored = ask_as(unprivileged_user.name, report_socket, report("webapp", "198.51.100.9"))
-            assert ignored["result"]["outcome"] == "ignored"
 
-            refused = ask_as(unprivileged_user.name, report_socket,
-                             json.dumps({"command": "unban", "address": "203.0.113.80"}))
-            assert refused == {"ok": False, "error": "'unban' is not allowed on this socket (it takes: report)"}
-            assert ask_as(unprivileged_user.name, run_dir / "control.sock",
-                          json.dumps({"command": "status"})) == {"connect": "Permission denied"}
-            for request, error in (("{not json", "malformed request"),
-                                   (report("nosuchjail", "203.0.113.81"), "no running jail 'nosuchjail'"),
-                                   (report("webapp", "example.com"), "is not an IP address"),
-                                   ("x" * 70_000, "request line longer than 65536 bytes")):
-                answer = ask_as(unprivileged_user.name, report_socket, request)
-                assert answer["ok"] is False and error in answer["error"], answer
 
-            # `jailwarden report` finds the report socket in the configuration.
-            by_script = subprocess.run([sys.executable, "-m", "agent.cli", "report", "webapp", "203.0.113.82",
-                                        "--reason", "from a script", "--json", "--config", str(agent.config_path)],
-                                       capture_output=True, text=True, timeout=30, cwd=REPO)
-            assert by_script.returncode == 0, by_script.stderr
-            assert json.loads(by_script.stdout)["outcome"] == "counted"
-            bans = subprocess.run([sys.executable, "-m", "agent.cli", "bans", "--json", "--config",
-                                   str(agent.config_path)], capture_output=True, text=True, timeout=30, cwd=REPO)
-            assert "203.0.113.80" in [ban["address"] for ban in json.loads(bans.stdout)]
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+def test_an_application_user_reports_failures_that_ban_but_cannot_unban_or_use_the_control_socket(
+        tmp_path, run_dir, unprivileged_user):
+    report_socket = run_dir / "report.sock"
+    config = report_config(tmp_path, run_dir, unprivileged_user.name)
+    with AgentProcess(tmp_path, config, dry_run=False) as agent:
+        assert oct(report_socket.stat().st_mode & 0o777) == "0o660"
+        first = ask_as(unprivileged_user.name, report_socket, report("webapp", "203.0.113.80"))
+        assert first == {"ok": True, "result": {"jail": "webapp", "address": "203.0.113.80", "outcome": "counted"}}
+        second = ask_as(unprivileged_user.name, report_socket, report("webapp", "203.0.113.80"))
+        assert second["result"]["outcome"] == "banned" and second["result"]["ban"]["offence"] == 1
+        agent.wait_for(r"jail webapp: ban 203\.0\.113\.80 for 1h .*reason: 2 report failures")
+        ignored = ask_as(unprivileged_user.name, report_socket, report("webapp", "198.51.100.9"))
+        assert ignored["result"]["outcome"] == "ignored"
+
+        refused = ask_as(unprivileged_user.name, report_socket,
+                         json.dumps({"command": "unban", "address": "203.0.113.80"}))
+        assert refused == {"ok": False, "error": "'unban' is not allowed on this socket (it takes: report)"}
+        assert ask_as(unprivileged_user.name, run_dir / "control.sock",
+                      json.dumps({"command": "status"})) == {"connect": "Permission denied"}
+        for request, error in (("{not json", "malformed request"),
+                               (report("nosuchjail", "203.0.113.81"), "no running jail 'nosuchjail'"),
+                               (report("webapp", "example.com"), "is not an IP address"),
+                               ("x" * 70_000, "request line longer than 65536 bytes")):
+            answer = ask_as(unprivileged_user.name, report_socket, request)
+            assert answer["ok"] is False and error in answer["error"], answer
+
+        # `jailwarden report` finds the report socket in the configuration.
+        by_script = jailwarden("report", "webapp", "203.0.113.82", "--reason", "from a script", "--json", "--config",
+                               agent.config_path)
+        assert by_script.returncode == 0, by_script.stderr
+        assert json.loads(by_script.stdout)["outcome"] == "counted"
+        bans = jailwarden("bans", "--json", "--config", agent.config_path)
+        assert "203.0.113.80" in [ban["address"] for ban in json.loads(bans.stdout)]
+
+
+def test_an_application_user_beyond_the_rate_is_refused_while_root_is_not(tmp_path, run_dir, unprivileged_user):
+    report_socket = run_dir / "report.sock"
+    config = report_config(tmp_path, run_dir, unprivileged_user.name, maxretry=100,
+                           agent_extra="report_rate = 0.01\nreport_burst = 3")
+    with AgentProcess(tmp_path, config, dry_run=False) as agent:
+        for number in range(3):
+            answer = ask_as(unprivileged_user.name, report_socket, report("webapp", f"203.0.113.{90 + number}"))
+            assert answer["ok"], answer
+        refused = ask_as(unprivileged_user.name, report_socket, report("webapp", "203.0.113.93"))
+        assert refused["ok"] is False
+        assert re.fullmatch(rf"rate limited: more than 0\.01 reports a second from uid {unprivileged_user.uid} "
+                            r"\(burst 3\); try again in (99\.\d+|100) s", refused["error"]), refused
+        agent.wait_for(rf"reports from uid {unprivileged_user.uid} refused: more than 0.01 a second")
+        # Root on the control socket is not limited.
+        for number in range(5):
+            by_root = jailwarden("report", "webapp", f"203.0.113.{100 + number}", "--socket", run_dir / "control.sock")
+            assert by_root.returncode == 0, by_root.stderr
+        status = json.loads(jailwarden("status", "--json", "--socket", run_dir / "control.sock").stdout)
+        assert status["reports"] == {"socket": {"accepted": 3, "rate_limited": 1}}
+        assert status["jails"]["webapp"]["failures"] == 3 + 5  # the refused report was not counted

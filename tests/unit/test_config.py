@@ -159,6 +159,19 @@ def test_a_jail_d_file_can_switch_off_the_increment(tmp_path):
         ('[agent]\nignore = ["10.0.0.1/8"]\n', r"agent.ignore\[0\]", "host bits set"),
         ("[agent]\nignore = [7]\n", r"agent.ignore\[0\]", "as a string, got integer 7"),
         ("[agent]\nhistory_window = 0\n", "agent.history_window", "positive"),
+        ("[agent]\nreport_rate = 0\n", "agent.report_rate", "positive, finite number a second"),
+        ('[agent]\nreport_rate = "fast"\n', "agent.report_rate", "a number a second such as 20"),
+        ("[agent]\nreport_burst = 0\n", "agent.report_burst", "at least 1"),
+        ('[agent]\nreport_http = "0.0.0.0:9717"\nreport_token_file = "/etc/jailwarden/report.token"\n',
+         "agent.report_http", "'0.0.0.0:9717' is not a loopback address.*plain HTTP and must not leave this host"),
+        ('[agent]\nreport_http = "[2001:db8::1]:9717"\nreport_token_file = "/t"\n', "agent.report_http",
+         "not a loopback address"),
+        ('[agent]\nreport_http = "localhost:9717"\nreport_token_file = "/t"\n', "agent.report_http",
+         "HOST:PORT with an IP address"),
+        ('[agent]\nreport_http = "127.0.0.1:9717"\n', "agent.report_token_file", "required with report_http"),
+        ('[agent]\nreport_http = "127.0.0.1:9717"\nreport_token_file = "report.token"\n',
+         "agent.report_token_file", "absolute path"),
+        ('[agent]\nreport_token_file = "/t"\n', "agent.report_token_file", "the token of report_http: set that too"),
         ('[agent]\nignroe = ["::1"]\n', "agent.ignroe", "unknown key; did you mean 'ignore'"),
         ("[agnet]\n", "agnet", "unknown key; did you mean 'agent'"),
         ("[sources.file]\nenabled = true\n", "sources.file", "unknown key"),
@@ -327,6 +340,24 @@ def test_permanent_is_accepted_only_where_asked_for():
     assert parse_duration(-1, permanent=True) == math.inf
     with pytest.raises(ValueError, match='"permanent"'):
         parse_duration(-2, permanent=True)
+
+
+def test_application_reports_are_limited_by_default_and_http_is_off_unless_set(tmp_path):
+    agent = load_config(write(tmp_path / "jailwarden.toml", MINIMAL)).agent
+    assert (agent.report_rate, agent.report_burst, agent.report_http, agent.report_token_file) == (20.0, 100, None,
+                                                                                                  None)
+    agent = load_config(write(tmp_path / "http.toml", MINIMAL + """
+        [agent]
+        report_rate = 0.5
+        report_burst = 10
+        report_http = "[::1]:9717"
+        report_token_file = "/etc/jailwarden/report.token"
+        """)).agent
+    assert (agent.report_rate, agent.report_burst) == (0.5, 10)
+    assert str(agent.report_http) == "tcp://[::1]:9717" and agent.report_http.host.is_loopback
+    assert agent.report_token_file == Path("/etc/jailwarden/report.token")
+    assert load_config(write(tmp_path / "v4.toml", '[agent]\nreport_http = "127.0.0.2:9717"\n'
+                             'report_token_file = "/t"\n' + MINIMAL)).agent.report_http.port == 9717
 
 
 def test_firewall_options_and_port_scoping_are_read(tmp_path):

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.control import MAX_LINE, ControlClient, ControlError, ControlServer, ControlSocketError, DaemonUnavailable
+from agent.ratelimit import RateLimit
 
 REPOSITORY = Path(__file__).parents[2]
 DISTRIBUTION_PYTHON = "/usr/bin/python3"
@@ -58,6 +60,10 @@ class Handler:
     def reload(self) -> dict:
         self.calls.append(("reload", {}))
         raise RuntimeError("filter cache is corrupt")
+
+    def report(self, jail: str, address: str, reason: str | None = None) -> dict:
+        self.calls.append(("report", {"jail": jail, "address": address, "reason": reason}))
+        return {"jail": jail, "address": address, "outcome": "counted"}
 
 
 def serve(path: Path, test: Callable[[ControlServer], Awaitable[None]], handler: object | None = None,
@@ -314,6 +320,38 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_logged_once(tmp_pat
         serve(path, test)
     limit_lines = [record for record in caplog.records if "connections are open" in record.getMessage()]
     assert len(limit_lines) == 1, "refused connections are logged at a limited rate"
+
+
+def test_reports_beyond_the_rate_limit_are_refused_per_peer_uid_and_counted(tmp_path, caplog) -> None:
+    path = tmp_path / "c.sock"
+    handler = Handler()
+
+    async def test(server: ControlServer) -> None:
+        for address in ("192.0.2.1", "192.0.2.2"):
+            assert (await ask(path, "report", jail="sshd", address=address))["outcome"] == "counted"
+        for _ in range(2):
+            with pytest.raises(ControlError) as refused:
+                await ask(path, "report", jail="sshd", address="192.0.2.3")
+            assert re.fullmatch(rf"rate limited: more than 0\.01 reports a second from uid {os.geteuid()} "
+                                r"\(burst 2\); try again in (99\.\d+|100) s", str(refused.value)), refused.value
+        assert await ask(path, "bans") == [BAN]  # other commands are not limited
+        assert server.reports == {"accepted": 2, "rate_limited": 2}
+
+    with caplog.at_level(logging.WARNING, logger="jailwarden.control"):
+        serve(path, test, handler, rate_limit=RateLimit(0.01, 2))
+    assert [call[1]["address"] for call in handler.calls if call[0] == "report"] == ["192.0.2.1", "192.0.2.2"]
+    assert len([record for record in caplog.records if "refused: more than" in record.getMessage()]) == 1
+
+
+def test_without_a_rate_limit_reports_are_only_counted(tmp_path) -> None:
+    path = tmp_path / "c.sock"
+
+    async def test(server: ControlServer) -> None:
+        for _ in range(150):
+            await ask(path, "report", jail="sshd", address="192.0.2.1")
+        assert server.reports == {"accepted": 150, "rate_limited": 0}
+
+    serve(path, test)
 
 
 def test_a_client_gone_mid_line_or_idle_does_not_hurt_the_server(tmp_path) -> None:
