@@ -58,6 +58,13 @@ def exposition(status: dict) -> str:
            "refused by the rate limit.", [({"channel": channel, "outcome": outcome}, count)
                                           for channel, counts in status.get("reports", {}).items()
                                           for outcome, count in counts.items()])
+    actions = status.get("actions", {})
+    metric("action_notices_total", "counter", "Ban and unban notices per action: queued, done, retried (a failed "
+           "try, tried again), failed (given up), dropped (queue full).",
+           [({"action": name, "outcome": outcome}, counts[outcome]) for name, counts in actions.items()
+            for outcome in ("queued", "done", "retried", "failed", "dropped")])
+    metric("action_waiting", "gauge", "Notices waiting in each action's queue.",
+           [({"action": name}, counts["waiting"]) for name, counts in actions.items()])
     return "\n".join(out) + "\n"
 
 

@@ -10,14 +10,17 @@ import hmac
 import json
 import secrets
 import socket
+import ssl
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .agent import AgentProcess, socket_config
 from .conftest import require_root
 from .polling import wait_until
-from .rsyslog import run_logger
+from .redis_server import make_certificates
+from .rsyslog import free_port, run_logger
 
 PLUGIN = '''
 import json, os
@@ -70,7 +73,10 @@ def test_a_ban_sets_off_a_signed_webhook_retried_after_a_503_and_an_entry_point_
     plugins.mkdir()
     make_plugin_package(plugins)
     notices = tmp_path / "notices.jsonl"
+    metrics_port = free_port()
     config = socket_config(tmp_path) + f"""
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 [actions.hook]
 type = "webhook"
 url = "http://127.0.0.1:{server.server_port}/hook"
@@ -95,6 +101,8 @@ actions = ["hook", "file"]
             wait_until(lambda: len(Receiver.requests) == 3, "the unban's webhook")
             wait_until(lambda: notices.exists() and len(notices.read_text().splitlines()) == 2, "the plug-in's lines")
             status = json.loads(agent.cli("status", "--json").stdout)["actions"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as scrape:
+                metrics = scrape.read().decode()
     finally:
         server.shutdown()
     for headers, body in Receiver.requests:
@@ -108,18 +116,26 @@ actions = ["hook", "file"]
         {"kind": "ban", "address": "203.0.113.70"}, {"kind": "unban", "address": "203.0.113.70"}]
     assert status["hook"]["done"] == 2 and status["hook"]["retried"] == 1 and status["hook"]["failed"] == 0
     assert status["file"]["done"] == 2
+    for sample in ('jailwarden_action_notices_total{action="hook",outcome="done"} 2',
+                   'jailwarden_action_notices_total{action="hook",outcome="retried"} 1',
+                   'jailwarden_action_notices_total{action="hook",outcome="failed"} 0',
+                   'jailwarden_action_waiting{action="file"} 0'):
+        assert sample in metrics.splitlines()
 
 
-def serve(handler) -> ThreadingHTTPServer:
+def serve(handler, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
 def test_the_lines_behind_a_ban_reach_the_reports_without_user_names_or_local_addresses(tmp_path):
     """A real agent bans on three Dovecot lines naming a user, the local address and this host's
-    name; AbuseIPDB, blocklist.de and a webhook (local servers speaking their protocols) get the
-    lines with none of those, and the banned address as the service logged it."""
+    name; AbuseIPDB, blocklist.de (both over HTTPS, the agent trusting the test's CA) and a
+    webhook, local servers speaking their protocols, get the lines with none of those, and the
+    banned address as the service logged it."""
     require_root()
     from .test_abuseipdb_action import KEY as ABUSEIPDB_KEY
     from .test_abuseipdb_action import AbuseIPDB
@@ -128,8 +144,12 @@ def test_the_lines_behind_a_ban_reach_the_reports_without_user_names_or_local_ad
 
     AbuseIPDB.reports, AbuseIPDB.answers, BlocklistDe.reports, BlocklistDe.answers = [], [], [], []
     Receiver.requests, Receiver.answers = [], []
-    servers = [serve(AbuseIPDB), serve(BlocklistDe), serve(Receiver)]
-    abuseipdb, blocklist, hook = (f"http://127.0.0.1:{server.server_port}" for server in servers)
+    certificates = make_certificates(tmp_path / "tls")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certificates.certificate, certificates.key)
+    servers = [serve(AbuseIPDB, tls), serve(BlocklistDe, tls), serve(Receiver)]
+    abuseipdb, blocklist, hook = (f"{scheme}://127.0.0.1:{server.server_port}"
+                                  for scheme, server in zip(("https", "https", "http"), servers, strict=True))
     keys = {}
     for name, key in (("abuseipdb", ABUSEIPDB_KEY), ("blocklist", BLOCKLIST_KEY)):
         keys[name] = tmp_path / f"{name}.key"
@@ -156,7 +176,7 @@ actions = ["abuseipdb", "blocklist", "hook"]
 """
     hostname = socket.gethostname()
     try:
-        with AgentProcess(tmp_path, config, dry_run=False) as agent:
+        with AgentProcess(tmp_path, config, dry_run=False, env={"SSL_CERT_FILE": str(certificates.ca)}) as agent:
             for attempt in range(3):
                 run_logger("-u", str(tmp_path / "syslog.sock"), "-d", "--rfc5424", "-t", "dovecot", "-p", "mail.info",
                            f"imap-login: Disconnected: Connection closed by {hostname} (auth failed, 1 attempts in "
