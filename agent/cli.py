@@ -166,6 +166,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here: test-filter, whose start-up time counts in every benchmark, needs none of it.
     from agent.config import ConfigErrors, load_config
     from agent.jails import filter_warnings, load_jail_filter
+    from agent.permissions import configuration_problems
 
     path = Path(args.config)
     filters = {}
@@ -180,6 +181,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(path, check_filter=filter_problem)
+        unsafe = configuration_problems(path, config)
+        if unsafe:
+            raise ConfigErrors(unsafe)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=sys.stderr)
@@ -230,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from agent.config import ConfigErrors, load_config
     from agent.daemon import Agent
+    from agent.permissions import configuration_problems
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_StderrFormat())
@@ -239,6 +244,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
         config = load_config(path)
+        unsafe = configuration_problems(path, config)
+        if unsafe:
+            raise ConfigErrors(unsafe)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=sys.stderr)

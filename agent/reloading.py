@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.config import ConfigErrors, load_config
+from agent.permissions import configuration_problems
 from agent.control import ControlError
 from agent.enforcement import backend_settings, build_backends
 from agent.jails import build_jails
@@ -39,6 +40,9 @@ async def reload(agent: Agent) -> list[str]:
         raise ControlError("the agent was started without a configuration file to read again")
     try:
         config = await asyncio.to_thread(load_config, agent.config_path)
+        unsafe = await asyncio.to_thread(configuration_problems, agent.config_path, config)
+        if unsafe:
+            raise ConfigErrors(unsafe)
     except ConfigErrors as errors:
         raise ControlError("configuration not reloaded, the running one is kept: "
                            + "; ".join(str(error) for error in errors.errors)) from None
