@@ -105,6 +105,9 @@ class AgentConfig:
     reconcile_interval: float = 60.0
     # Where "fail2ban:NAME" filters are read from: FAIL2BAN_DIR/filter.d/NAME.conf (and .local).
     fail2ban_dir: Path = Path("/etc/fail2ban")
+    # Addresses users are logged in from (utmp, what `who` shows) are never banned while logged in.
+    protect_sessions: bool = True
+    utmp: Path = Path("/run/utmp")
 
 
 @dataclass(slots=True, frozen=True)
@@ -279,7 +282,7 @@ def _mark(value: object, path: tuple[str, ...], file: str, origins: dict) -> Non
 
 _AGENT_KEYS = ("state_dir", "socket", "report_socket", "report_group", "report_rate", "report_burst", "report_http",
                "report_token_file", "backend", "ignore", "history_window", "keep_bans_on_stop", "reconcile_interval",
-               "fail2ban_dir")
+               "fail2ban_dir", "protect_sessions", "utmp")
 _JAIL_KEYS = (
     "enabled", "filter", "mode", "maxretry", "findtime", "bantime", "bantime_increment", "ignore", "backend",
     "require_trusted", "ports", "protocol", "aggregate", "actions", *JAIL_FLEET_KEYS,
@@ -379,7 +382,8 @@ class _Checker:
         converters = {"state_dir": absolute_path, "socket": absolute_path, "report_socket": absolute_path,
                       "report_group": nonempty_text, "report_rate": per_second, "report_burst": positive_int,
                       "report_http": http_listen, "report_token_file": absolute_path, "backend": backend,
-                      "keep_bans_on_stop": boolean, "fail2ban_dir": absolute_path}
+                      "keep_bans_on_stop": boolean, "fail2ban_dir": absolute_path, "protect_sessions": boolean,
+                      "utmp": absolute_path}
         values = self.read(table, ("agent",), converters | {"history_window": parse_duration,
                                                              "reconcile_interval": parse_duration})
         if "report_group" in table and "report_socket" not in table:

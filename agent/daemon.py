@@ -30,6 +30,7 @@ from agent.notify import Notifier
 from agent.pipeline import Outcome, Pipeline
 from agent.recording import Recorder
 from agent.reporting import ReportEndpoints
+from agent.sessions import Sessions
 from agent.store import STORE_FILE
 from agent.sources import SourceError, source_class
 from agent.sources.journal import Position
@@ -56,6 +57,8 @@ class Agent(HandControl):
         self.saved_position: Position | None = None  # kept while no journal source runs
         self.started = time.time()
         self.own: frozenset[Address] = frozenset()  # this host's addresses, never banned
+        # Where users are logged in from now: never banned while the session lasts.
+        self.sessions = Sessions(config.agent.utmp) if config.agent.protect_sessions else None
         # A dry run keeps a state of its own: its bans never reached the firewall, and the position
         # it read to must not make the next real run skip those entries.
         self.recorder = Recorder(config.agent.state_dir / (DRY_RUN_STORE_FILE if dry_run else STORE_FILE),
@@ -126,7 +129,8 @@ class Agent(HandControl):
                    else "the fields that identify its program can be written by any local user")
             log.warning("%s not counting a failure from %s: %s", where, failure.address, why)
         elif outcome.kind == "ignored":
-            log.info("%s failure from %s not counted: on the ignore list", where, failure.address)
+            why = self.protection(outcome.jail, failure.address) or "it is on the ignore list"
+            log.info("%s failure from %s not counted: %s", where, failure.address, why)
         else:
             why = {"evidence": "it restates an attempt another line counts", "stale": "older than findtime",
                    "covered": "it is older than the address's current ban"}
@@ -290,14 +294,15 @@ class Agent(HandControl):
         log.warning("reloaded (SIGHUP): %s", "; ".join(changes) or "nothing changed")
 
     async def _protect_own_addresses(self) -> None:
+        if self.sessions is not None:
+            await asyncio.to_thread(self.sessions.refresh)
         addresses = await read_own_addresses()
-        if addresses is None:  # logged; loopback stays protected
-            return
-        self.own = frozenset(addresses)
-        self.pipeline.protected = AddressSet(addresses)
-        for source in self.sources:
-            if source.name == "syslog":  # its senders from these addresses are local processes
-                source.local_senders.own = self.own
+        if addresses is not None:  # None: logged; loopback stays protected
+            self.own = frozenset(addresses)
+            for source in self.sources:
+                if source.name == "syslog":  # its senders from these addresses are local processes
+                    source.local_senders.own = self.own
+        self._protect()
 
     async def start_sources(self, now: float, skip: frozenset[str] | set[str] = frozenset()) -> None:
         """Start each enabled source not named in `skip`; one that fails is logged and left out."""
@@ -364,9 +369,17 @@ class Agent(HandControl):
     async def _keep_systemd_informed(self) -> None:
         await self.notifier.keep_informed(self._status_line)
 
+    def _protect(self) -> None:
+        sessions = self.sessions.addresses if self.sessions is not None else frozenset()
+        self.pipeline.protected = AddressSet(self.own | sessions)
+
     async def _refresh_own_addresses(self) -> None:
         while True:  # addresses come and go (DHCP, VPNs); a minute's lag is the cost of no netlink watch
-            await asyncio.sleep(60)
+            for _ in range(30):
+                await asyncio.sleep(2)
+                # utmp is a small file, looked at (a stat) every 2 s: a new session is protected at once.
+                if self.sessions is not None and await asyncio.to_thread(self.sessions.refresh):
+                    self._protect()
             await self._protect_own_addresses()
 
     async def _expire_periodically(self) -> None:

@@ -21,6 +21,9 @@ class HandControl:
         network = isinstance(address, Network)
         if address.is_loopback:
             return "it is a loopback address"
+        if self.sessions is not None and any(session in address if network else session == address
+                                             for session in self.sessions.addresses):
+            return "a user is logged in on this host from it (see `who`)"
         if self.pipeline.protected.overlaps(address) if network else address in self.pipeline.protected:
             return "it is one of this host's own addresses" if not network else "it holds this host's addresses"
         ignore = self.pipeline.jails[jail].jail.ignore

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jailwarden")
 _RESTART_ONLY = ("state_dir", "socket", "report_socket", "report_group", "report_rate", "report_burst", "report_http",
-                 "report_token_file", "history_window", "reconcile_interval")
+                 "report_token_file", "history_window", "reconcile_interval", "protect_sessions", "utmp")
 
 
 async def reload(agent: Agent) -> list[str]:

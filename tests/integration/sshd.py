@@ -9,13 +9,15 @@ sshd calls syslog(3), which writes to the hard-coded /dev/log. The host has no /
 and we must not create one, so sshd runs in its own mount namespace (`unshare --mount
 --propagation private`, inside `ip netns exec`) where:
 
-- /dev is a small tmpfs with bind mounts of null, zero, full, random, urandom, tty, ptmx
-  and pts, the journal namespace's runtime directory bind-mounted at /dev/.journal and
+- /dev is a small tmpfs with bind mounts of null, zero, full, random, urandom and tty, a
+  devpts instance of its own at /dev/pts (/dev/ptmx a link into it, so a session can have
+  a pty), the journal namespace's runtime directory bind-mounted at /dev/.journal and
   `/dev/log -> .journal/dev-log`. Binding the directory rather than the socket keeps
   /dev/log working across a journald restart: journald re-creates the socket, and a
   bind mount of the old socket file silently stops delivering (checked).
 - /run is a tmpfs holding /run/sshd (the privilege-separation chroot), so the host needs
-  no /run/sshd and pam_motd's /run/motd.dynamic stays private.
+  no /run/sshd and pam_motd's /run/motd.dynamic stays private, and an empty /run/utmp, in
+  which sshd records the sessions it opens (the host's /proc/PID/root/run/utmp shows it).
 - /var/log is a tmpfs, so sshd's failed-login records (btmp) do not land in the host's
   /var/log/btmp (they did, before this was added).
 
@@ -56,18 +58,21 @@ work=$1 journal_dir=$2 id=$3
 stage=$work/dev
 mkdir "$stage"
 mount -n -t tmpfs -o mode=0755,nosuid,size=1m "jwdev-$id" "$stage"
-for node in null zero full random urandom tty ptmx; do
+for node in null zero full random urandom tty; do
     : > "$stage/$node"
     mount -n --bind "/dev/$node" "$stage/$node"
 done
 mkdir "$stage/pts" "$stage/.journal"
-mount -n --bind /dev/pts "$stage/pts"
+# A devpts of its own, with /dev/ptmx leading into it: a session's pty is allocated there.
+mount -n -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 "jwpts-$id" "$stage/pts"
+ln -s pts/ptmx "$stage/ptmx"
 mount -n --bind "$journal_dir" "$stage/.journal"
 ln -s .journal/dev-log "$stage/log"
 ln -s /proc/self/fd "$stage/fd"
 mount -n --move "$stage" /dev
 mount -n -t tmpfs -o mode=0755,nosuid,nodev,size=1m "jwrun-$id" /run
 mkdir -m 0755 /run/sshd
+: > /run/utmp  # glibc records sessions only in an existing utmp; this one is sshd's alone
 mount -n -t tmpfs -o mode=0755,nosuid,nodev,size=1m "jwlog-$id" /var/log
 exec /usr/sbin/sshd -D -f "$work/sshd_config"
 """
