@@ -13,12 +13,13 @@ set -eu
 # Redis, and openssh-server with sshpass for a real sshd to attack; python3-pyroute2,
 # python3-iptables, python3-nftables and python3-redis so the firewall and fleet tests also run
 # on the distribution's releases of those libraries (Debian 12: pyroute2 0.7.2, python-iptables
-# 1.0.1, redis 4.3.4), which the packages use. The tests start their own rsyslogd, sshd,
-# redis-server and redis-sentinel; on a host whose init starts services, installing these starts
-# the system's as usual (the tests never use or stop those).
+# 1.0.1, redis 4.3.4), which the packages use; php-cli (php) runs the README's PHP examples of
+# applications reporting failures. The tests start their own rsyslogd, sshd, redis-server and
+# redis-sentinel; on a host whose init starts services, installing these starts the system's as
+# usual (the tests never use or stop those).
 APT_PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iptables ipset nftables \
 systemd rsyslog rsyslog-relp bsdutils redis-server redis-sentinel openssh-server sshpass python3-pyroute2 \
-python3-iptables python3-nftables python3-redis"
+python3-iptables python3-nftables python3-redis php-cli"
 
 # Packaging: debhelper, dh-python and fakeroot build the .deb (dpkg-buildpackage), lintian checks
 # it, rpm carries rpmbuild for the .spec, debootstrap makes the clean Debian 12 root of the
