@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from agent import restore
-from agent.actions.runner import ActionRunner, build_actions
-from agent.evidence import Evidence, Line
+from agent.actions.runner import ActionRunner, build_actions, host_names
 from agent.addresses import Address, AddressSet
 from agent.bans import Ban, BanBook
 from agent.commands import Commands
@@ -21,6 +20,7 @@ from agent.config_values import format_duration
 from agent.control import ControlError, ControlServer, ControlSocketError
 from agent.enforcement import Enforcer, build_backends
 from agent.events import LogEvent
+from agent.evidence import Evidence, Line
 from agent.fleet import Fleet, FleetError
 from agent.handcontrol import HandControl
 from agent.host import read_own_addresses
@@ -85,6 +85,7 @@ class Agent(HandControl):
             actions, problems = build_actions(config.actions, wanted)
             self.problems += problems
             self.actions = ActionRunner(actions, {name: config.jails[name].actions for name in self.pipeline.jails})
+            self.evidence = Evidence(host_names())  # this host's names kept out of what leaves it
         if not dry_run:
             backends, problems = build_backends(config, list(self.pipeline.jails))
             self.problems += problems
@@ -106,7 +107,8 @@ class Agent(HandControl):
         if outcome.kind in ("banned", "counted", "extended", "held"):
             self.counters[outcome.jail]["failures"] += 1
         if outcome.kind == "banned":
-            evidence = self.evidence.take(outcome.jail, failure) if self.actions.wanted_by(outcome.jail) else ()
+            evidence = (self.evidence.take(outcome.jail, failure, self.pipeline.jails[outcome.jail].jail.findtime)
+                        if self.actions.wanted_by(outcome.jail) else ())
             self.banned(outcome.ban, failures=outcome.decision.failures, evidence=evidence)
         elif outcome.kind == "extended":
             # The same ban ending later, not a new one: worded apart from "ban ADDR", which the

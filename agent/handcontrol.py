@@ -55,6 +55,7 @@ class HandControl:
             setup = self.pipeline.jails.get(ban.jail)
             if setup is not None:
                 setup.jail.forget(ban.address)
+            self.evidence.forget(ban.jail, ban.address)
             self.lift(ban, now, "manual unban")
             if self.fleet is not None:
                 self.fleet.publish("unban", ban, now)

@@ -70,6 +70,7 @@ async def reload(agent: Agent) -> list[str]:
             agent.recorder.lifted(ban, now)
         agent.recorder.drop_jail(name)
         agent.counters.pop(name, None)
+        agent.evidence.forget(name)
         changes.append(f"jail {name} removed, its bans lifted")
     for name, setup in new.items():
         if name not in old:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from agent.bans import Ban
-from agent.evidence import Line, public
+from agent.evidence import Line
 
 ACTIONS = {
     "webhook": "agent.actions.webhook:WebhookAction",
@@ -65,11 +65,10 @@ class BanNotice:
     public_lines: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, kind: str, ban: Ban, failures: int = 0, evidence: tuple[Line, ...] = (),
-           hostnames: tuple[str, ...] = ()) -> BanNotice:
+    def of(cls, kind: str, ban: Ban, failures: int = 0, evidence: tuple[Line, ...] = ()) -> BanNotice:
         return cls(kind, ban.jail, str(ban.address), ban.start, None if ban.end == math.inf else ban.end,
                    ban.offence, ban.reason, failures, tuple(line.text() for line in evidence),
-                   tuple(public(line, ban.address, hostnames) for line in evidence))
+                   tuple(line.public for line in evidence))
 
 
 def action_class(reference: str) -> type:

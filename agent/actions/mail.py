@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import smtplib
 import socket
 import ssl
-from concurrent.futures import ThreadPoolExecutor, wait
+import threading
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -76,7 +78,7 @@ class MailAction:
             self._flush.cancel()
         if self.pending:
             notices, self.pending = self.pending, []
-            await asyncio.to_thread(self._send, self.message(notices, self.left_out))
+            await asyncio.to_thread(self._compose_and_send, notices, self.left_out)
             self.sent += 1
 
     def _hold(self, notice: BanNotice) -> None:
@@ -93,7 +95,7 @@ class MailAction:
             notices, left_out = self.pending, self.left_out
             self.pending, self.left_out = [], 0
             try:
-                await asyncio.to_thread(self._send, self.message(notices, left_out))
+                await asyncio.to_thread(self._compose_and_send, notices, left_out)
                 self.sent += 1
             except (smtplib.SMTPException, OSError, ssl.SSLError) as error:
                 self.last_error = f"{self.host}:{self.port}: {error}"
@@ -108,7 +110,8 @@ class MailAction:
         message["From"], message["To"] = self.sender, ", ".join(self.recipients)
         message["Subject"] = (f"jailwarden on {socket.gethostname()}: {len(bans)} ban{'s' * (len(bans) != 1)}"
                               + (f", {len(notices) - len(bans)} unbans" if len(notices) > len(bans) else ""))
-        message["Date"], message["Message-ID"] = formatdate(localtime=True), make_msgid("jailwarden")
+        message["Date"] = formatdate(localtime=True)
+        message["Message-ID"] = make_msgid("jailwarden", domain=socket.gethostname())  # not getfqdn: no DNS
         names = reverse_names([notice.address for notice in bans], self.timeout) if self.reverse_dns else {}
         lines = []
         for notice in notices:
@@ -127,11 +130,18 @@ class MailAction:
         message.set_content("\n".join(lines) + "\n")
         return message
 
+    def _compose_and_send(self, notices: list[BanNotice], left_out: int) -> None:
+        # In a worker thread, with the reverse DNS lookups: the loop must not wait for a resolver.
+        self._send(self.message(notices, left_out))
+
     def _send(self, message: EmailMessage) -> None:
+        # EHLO with the host name as set: smtplib's default asks DNS for the full name each time.
+        name = socket.gethostname()
         if self.security == "ssl":
-            client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.context)
+            client = smtplib.SMTP_SSL(self.host, self.port, local_hostname=name, timeout=self.timeout,
+                                      context=self.context)
         else:
-            client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            client = smtplib.SMTP(self.host, self.port, local_hostname=name, timeout=self.timeout)
         with client:
             if self.security == "starttls":
                 client.starttls(context=self.context)
@@ -143,16 +153,30 @@ class MailAction:
 def reverse_names(addresses: list[str], timeout: float) -> dict[str, str]:
     """Each address's name by reverse DNS (unverified: whoever holds the address's reverse zone
     chooses it), looked up MAX_LOOKUPS at most, several at a time, within `timeout` seconds in
-    all; what has no name or no answer in time says so."""
+    all; what has no name or no answer in time says so. Blocking: call it from a worker thread.
+    The lookups run in daemon threads, so one a resolver never answers holds up nothing, not
+    even the agent's exit."""
     wanted = [address for address in dict.fromkeys(addresses) if "/" not in address][:MAX_LOOKUPS]
-    if not wanted:
-        return {}
-    pool = ThreadPoolExecutor(max_workers=min(8, len(wanted)), thread_name_prefix="reverse-dns")
-    lookups = {address: pool.submit(_reverse_name, address) for address in wanted}
-    wait(lookups.values(), timeout=timeout)
-    pool.shutdown(wait=False, cancel_futures=True)  # a resolver still waiting is left to finish alone
-    return {address: lookup.result() if lookup.done() and not lookup.cancelled() else "(no answer in time)"
-            for address, lookup in lookups.items()}
+    names: dict[str, str] = {}
+    todo = queue.SimpleQueue()
+    for address in wanted:
+        todo.put(address)
+
+    def work() -> None:
+        while True:
+            try:
+                address = todo.get_nowait()
+            except queue.Empty:
+                return
+            names[address] = _reverse_name(address)
+
+    workers = [threading.Thread(target=work, name="reverse-dns", daemon=True) for _ in range(min(8, len(wanted)))]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    return {address: names.get(address, "(no answer in time)") for address in wanted}
 
 
 def _reverse_name(address: str) -> str:

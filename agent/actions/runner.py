@@ -66,7 +66,6 @@ class ActionRunner:
         self.lanes = {name: _Lane(name, action) for name, action in actions.items()}
         self.jail_actions = jail_actions
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
-        self.hostnames = host_names()  # kept out of what leaves the host
 
     def start(self) -> None:
         for lane in self.lanes.values():
@@ -103,7 +102,7 @@ class ActionRunner:
         names = self.jail_actions.get(ban.jail, ())
         if not names:
             return
-        notice = BanNotice.of(kind, ban, failures, evidence, self.hostnames)
+        notice = BanNotice.of(kind, ban, failures, evidence)
         for name in names:
             lane = self.lanes.get(name)
             if lane is None:

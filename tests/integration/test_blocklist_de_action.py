@@ -17,6 +17,7 @@ from agent.actions import ActionError, ActionFailed, BanNotice
 from agent.actions.blocklist_de import BlocklistDeAction
 from agent.bans import Ban
 from agent.evidence import Line
+from parsers.filter import Failure
 
 KEY = "a1b2c3d4e5f6"
 SERVER = "reports@mx1.example.org"
@@ -77,9 +78,10 @@ LINES = (
 
 def notice(address: str, lines=LINES, start: float = 1_796_000_000.0) -> BanNotice:
     ban = Ban("sshd", ipaddress.ip_address(address), start, start + 3600, 1, "3 sshd failures")
-    evidence = tuple(Line(start - 3 + n, text.format(address), {"user": "alice"} if n == 0 else {})
+    evidence = tuple(Line.of(Failure(ban.address, "sshd", start - 3 + n, text.format(address),
+                                     {"user": "alice"} if n == 0 else {}), ("mx1", "mx1.example.org"))
                      for n, text in enumerate(lines))
-    return BanNotice.of("ban", ban, 3, evidence, ("mx1", "mx1.example.org"))
+    return BanNotice.of("ban", ban, 3, evidence)
 
 
 def action(api, tmp_path, **options) -> BlocklistDeAction:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -154,6 +156,7 @@ from agent.actions import BanNotice
 from agent.actions.mail import MailAction
 from agent.bans import Ban
 from agent.evidence import Line
+from parsers.filter import Failure
 
 mail = MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
                   port=int(sys.argv[2]), username="jw", password_file=sys.argv[3], ca_file=sys.argv[4],
@@ -162,8 +165,9 @@ mail = MailAction(sender="jailwarden@example.org", recipients=["admin@example.or
 async def ban_two():
     for n in (90, 91):
         address = f"203.0.113.{n}"
-        lines = tuple(Line(1000.0 + second, f"Failed password for invalid user alice from {address} port 40{second}",
-                           {"user": "alice"}) for second in range(5))
+        lines = tuple(Line.of(Failure(ipaddress.ip_address(address), "sshd", 1000.0 + second,
+                                      f"Failed password for invalid user alice from {address} port 40{second}",
+                                      {"user": "alice"})) for second in range(5))
         await mail.on_ban(BanNotice.of("ban", Ban("sshd", ipaddress.ip_address(address), 1006.0, 4606.0, 1,
                                                    "6 sshd failures"), 6, lines))
     await mail.close()
@@ -174,15 +178,19 @@ asyncio.run(ban_two())
 
 def test_a_ban_is_mailed_with_its_last_lines_as_logged_and_the_address_reverse_name(smtp, tmp_path):
     """Reverse DNS by the real resolver, in a mount namespace whose /etc/hosts names one of the
-    two addresses and whose resolv.conf points at loopback (no query leaves the machine)."""
+    two addresses, whose nsswitch.conf asks files then DNS, and whose resolv.conf points at
+    loopback (no query leaves the machine)."""
     require_root()
     inbox, port, ca, *_ = smtp
     mail = action(tmp_path, port, ca)  # writes the password file
-    hosts, resolv, script = tmp_path / "hosts", tmp_path / "resolv.conf", tmp_path / "send.py"
+    hosts, resolv, nsswitch = tmp_path / "hosts", tmp_path / "resolv.conf", tmp_path / "nsswitch.conf"
     hosts.write_text("127.0.0.1 localhost\n203.0.113.90 scanner-90.example.net\n")
     resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    nsswitch.write_text("passwd: files\ngroup: files\nhosts: files dns\n")
+    script = tmp_path / "send.py"
     script.write_text(SEND_WITH_REVERSE_DNS)
     inner = (f"mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && "
+             f"mount --bind {nsswitch} /etc/nsswitch.conf && "
              f"exec {sys.executable} {script} {REPO} {port} {tmp_path / 'smtp.password'} {ca}")
     subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], check=True, timeout=60)
     assert mail.reverse_dns is False  # off unless asked for
@@ -193,3 +201,62 @@ def test_a_ban_is_mailed_with_its_last_lines_as_logged_and_the_address_reverse_n
     # Each address's lines, as logged: this mail goes to the admin.
     assert body.count("Failed password for invalid user alice from 203.0.113.90") == 5
     assert "      1970-01-01T00:16:44+00:00 Failed password for invalid user alice from 203.0.113.91 port 404\n" in body
+
+
+SEND_WHILE_DNS_HANGS = """
+import asyncio, ipaddress, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from agent.actions import BanNotice
+from agent.actions.mail import MailAction
+from agent.bans import Ban
+
+mail = MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
+                  port=int(sys.argv[2]), username="jw", password_file=sys.argv[3], ca_file=sys.argv[4],
+                  interval=0.1, timeout=2, reverse_dns=True)
+
+async def main():
+    gaps, last = [], time.monotonic()
+    await mail.on_ban(BanNotice.of("ban", Ban("sshd", ipaddress.ip_address("203.0.113.92"), 0.0, 3600.0, 1, "x")))
+    while mail.sent == 0:  # the loop ticks every 10 ms while the digest waits for the resolver
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+    print(json.dumps({"max_gap": max(gaps)}))
+
+started = time.monotonic()
+asyncio.run(main())
+print(json.dumps({"exit_after": time.monotonic() - started}))
+"""
+
+
+def test_a_resolver_that_never_answers_holds_up_neither_the_loop_nor_the_exit(smtp, tmp_path):
+    """Reverse DNS against a name server on loopback that reads queries and never answers (in a
+    mount namespace whose resolv.conf points at it): the digest goes out after the mail's
+    timeout with "(no answer in time)", the event loop never stops meanwhile, and the process
+    exits without waiting for the lookup."""
+    require_root()
+    inbox, port, ca, *_ = smtp
+    action(tmp_path, port, ca)  # writes the password file
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        silent.bind(("127.0.0.1", 53))
+    except OSError as error:
+        silent.close()
+        pytest.skip(f"127.0.0.1:53 is taken ({error.strerror}): cannot stand in for a silent name server")
+    resolv, nsswitch, script = tmp_path / "resolv.conf", tmp_path / "nsswitch.conf", tmp_path / "send.py"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    nsswitch.write_text("passwd: files\ngroup: files\nhosts: dns\n")
+    script.write_text(SEND_WHILE_DNS_HANGS)
+    inner = (f"mount --bind {resolv} /etc/resolv.conf && mount --bind {nsswitch} /etc/nsswitch.conf && "
+             f"exec {sys.executable} {script} {REPO} {port} {tmp_path / 'smtp.password'} {ca}")
+    try:
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], check=True,
+                              timeout=60, capture_output=True, text=True)
+    finally:
+        silent.close()
+    figures = {key: value for line in done.stdout.splitlines() for key, value in json.loads(line).items()}
+    (_, message, _), = inbox.messages
+    assert "      reverse DNS: (no answer in time)" in message.get_content()
+    assert figures["max_gap"] < 0.5, figures  # the loop was never held for the 2 s lookup timeout
+    assert figures["exit_after"] < 10, figures  # not the resolver's 30 s

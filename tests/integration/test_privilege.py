@@ -40,7 +40,7 @@ maxretry = 2
         agent.start()
     finally:
         os.umask(old)
-    with agent:
+    try:
         for port in (4001, 4002):
             run_logger("-u", str(tmp_path / "syslog.sock"), "-d", "--rfc5424", "-t", "sshd", "-p", "auth.notice",
                        f"Failed password for root from 203.0.113.60 port {port} ssh2")
@@ -49,6 +49,8 @@ maxretry = 2
         wait_until(lambda: any(name.endswith("-wal") for name in modes(state)), "the store's write-ahead log")
         while_running = modes(state)
         sockets = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("control.sock", "syslog.sock")}
+    finally:
+        agent.stop()
     assert sockets == {"control.sock": 0o600, "syslog.sock": 0o600}
     for name, mode in (while_running | modes(state)).items():
         assert mode & 0o077 == 0 if name != "." else mode == 0o700, f"{state / name}: mode {mode:04o}"
