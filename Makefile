@@ -17,7 +17,7 @@ run: deps
 test: deps
 	$(PY) -m pytest -q -rs tests
 
-# All benchmarks, each against Fail2Ban where it has a counterpart (~12 min); reports in tests/bench/data/.
+# All benchmarks, each against Fail2Ban where it has a counterpart (~16 min); reports in tests/bench/data/.
 bench: deps
 	$(PY) tests/bench/bench_sshd.py
 	$(PY) tests/bench/bench_journal.py
@@ -26,6 +26,7 @@ bench: deps
 	$(PY) tests/bench/bench_flood.py
 	$(PY) tests/bench/bench_store.py
 	$(PY) tests/bench/bench_fleet.py
+	$(PY) tests/bench/bench_syslog_flood.py
 
 # Packages, into dist/. Each builds from a copy of the working tree's product files in build/,
 # so what is packaged is what is checked out (no caches, no venv).

@@ -28,7 +28,8 @@ def exposition(status: dict) -> str:
         out.append(f"# TYPE jailwarden_{name} {kind}")
         for labels, value in samples:
             label_text = ",".join(f'{key}="{_escape(text)}"' for key, text in labels.items())
-            out.append(f"jailwarden_{name}{{{label_text}}} {value:g}" if label_text else f"jailwarden_{name} {value:g}")
+            number = _number(value)
+            out.append(f"jailwarden_{name}{{{label_text}}} {number}" if label_text else f"jailwarden_{name} {number}")
 
     jails, sources = status["jails"], status["sources"]
     metric("uptime_seconds", "gauge", "Seconds since the agent started.", [({}, status["uptime"])])
@@ -50,8 +51,20 @@ def exposition(status: dict) -> str:
             for name, jail in jails.items()])
     metric("source_events_total", "counter", "Log events delivered by each source.",
            [({"source": name}, source["events"]) for name, source in sources.items()])
-    metric("source_dropped_total", "counter", "Messages a source dropped (not allowed, malformed, too large, "
-           "queue full).", [({"source": name}, source["dropped"]) for name, source in sources.items()])
+    metric("source_dropped_total", "counter", "Messages a source dropped: the sum of source_dropped_by_reason_total.",
+           [({"source": name}, source["dropped"]) for name, source in sources.items()])
+    metric("source_dropped_by_reason_total", "counter", "The same drops by reason (syslog: not_allowed, queue_full, "
+           "kernel: datagrams the kernel dropped on a full UDP receive buffer).",
+           [({"source": name, "reason": key.removeprefix("dropped_")}, value) for name, source in sources.items()
+            for key, value in source.get("counts", {}).items() if key.startswith("dropped_")])
+    syslog = sources.get("syslog", {}).get("counts")
+    if syslog is not None:
+        metric("syslog_connections_total", "counter", "TCP connections to the syslog receiver: accepted, "
+               "refused (max_connections were open), timed_out (no complete message in idle_timeout).",
+               [({"outcome": outcome}, syslog.get(f"connections_{outcome}", 0))
+                for outcome in ("accepted", "refused", "timed_out")])
+        metric("syslog_connections_open", "gauge", "TCP connections to the syslog receiver open now.",
+               [({}, syslog.get("connections_open", 0))])
     metric("source_lag_seconds", "gauge", "Seconds between the newest entry a source applied and now.",
            [({"source": name}, source["lag"]) for name, source in sources.items() if source["lag"] is not None])
     metric("reports_total", "counter", "Failures applications reported, per endpoint (socket, http): accepted, or "
@@ -66,6 +79,13 @@ def exposition(status: dict) -> str:
     metric("action_waiting", "gauge", "Notices waiting in each action's queue.",
            [({"action": name}, counts["waiting"]) for name, counts in actions.items()])
     return "\n".join(out) + "\n"
+
+
+def _number(value: float) -> str:
+    """A sample's value in full: whole numbers as integers (`:g` wrote 1,007,003 as 1.007e+06,
+    so a counter past a million lost its last digits), others as the shortest exact float."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
 
 
 def _escape(text: str) -> str:

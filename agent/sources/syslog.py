@@ -16,10 +16,15 @@ Bounds. Datagrams and connections from outside `allow` are dropped before a byte
 A datagram longer than `max_message` is truncated; a TCP frame longer is dropped. At most
 `max_connections` TCP connections are open; one that completes no message in `idle_timeout`
 is closed. Parsed messages wait in a queue of at most `queue_size` events (and
-`_QUEUE_BYTES` of text); beyond, new messages are dropped and counted. TCP reading pauses
-while the queue holds `_TCP_PAUSE_AT` events (or half its bytes) and resumes at half that,
-so TCP senders are slowed rather than lost; UDP has no such brake. Everything dropped is
-counted in `stats()` and logged, at most a line per sender a minute.
+`_QUEUE_BYTES` of text); beyond, new messages are dropped and counted. The queue has two
+lanes, handed to the sink in turn. TCP, RELP and the unix socket share the held lane: their
+reading pauses while it holds `_TCP_PAUSE_AT` events (or a quarter of the bytes) and resumes
+at half that, so their senders are slowed rather than lost (a unix sender waits in the
+kernel). UDP has no such brake: it fills the lossy lane, which may take only what the held
+lane does not need before it pauses, so a UDP flood loses UDP messages but never the room of
+the other senders. Everything dropped is counted in `stats()` and logged, at most a line per
+sender (or for the queue) a minute; so are the datagrams the kernel dropped because a UDP
+socket's receive buffer was full (read from /proc/net/udp{,6}).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from agent.host import own_addresses
 from agent.sources import Sink, SourceError
 from agent.sources.syslog_limits import ProblemLog, SenderCheck
 from agent.sources.syslog_peers import LocalSenders, peer_address
-from agent.sources.syslog_sockets import bound_socket
+from agent.sources.syslog_sockets import bound_socket, udp_drops
 from agent.sources.syslog_relp import DRAIN_TIMEOUT, RelpConnection
 from agent.sources.syslog_tcp import SyslogConnection
 from parsers.framing import FramingError
@@ -68,8 +73,9 @@ class SyslogSource:
     max_message, dropped), framing_errors (other TCP framing faults, such as a stream ending
     inside a frame), dropped_not_allowed (datagrams and connections), dropped_queue_full,
     connections_accepted / _refused (over max_connections) / _timed_out, tcp_paused (times
-    TCP reading paused for the queue to drain), errors (internal); and, as they are now,
-    queued and connections_open.
+    TCP and unix-socket reading paused for the queue to drain), errors (internal); and, as
+    they are now, queued, connections_open and dropped_kernel (datagrams the kernel dropped on
+    the UDP sockets, their receive buffer full: never received, so not in `received`).
     """
 
     name = "syslog"
@@ -81,21 +87,26 @@ class SyslogSource:
         self.problems = ProblemLog(_LOG)
         self.connections: set[SyslogConnection] = set()
         self.draining: set[RelpConnection] = set()  # closed by us, waiting for the client's end
-        self.paused = False  # TCP reading paused while the queue drains
+        self.paused = False  # TCP and unix-socket reading paused while the held lane drains
         self._sink = sink
-        self._queue: deque[LogEvent] = deque()
+        self._held: deque[LogEvent] = deque()  # TCP, RELP, unix: read only while there is room
+        self._lossy: deque[LogEvent] = deque()  # UDP: its senders cannot be slowed down
+        self._held_bytes = self._lossy_bytes = 0  # message text in each lane
         self._queue_size, self._trust = config.queue_size, config.trust  # read for every message
         self.local_senders = LocalSenders((), config.trusted_uids)
-        self._queued_bytes = 0
-        # TCP reading pauses well before the queue is full: the frames of one read (up to
+        # Held reading pauses well before the queue is full: the frames of one read (up to
         # 256 KiB) must still fit, and a short queue is enough to keep the sink busy.
         self._high_water = max(1, min(config.queue_size * 3 // 4, _TCP_PAUSE_AT))
         self._low_water = self._high_water // 2
-        self._dropped_since = -1  # dropped_queue_full when the queue last filled; -1: not full
+        # UDP may fill only what the held lane does not take before it pauses.
+        self._lossy_size = max(1, config.queue_size - self._high_water)
         self._wakeup = asyncio.Event()
         self._buffer = bytearray(config.max_message)
         self.read_buffer = memoryview(bytearray(_TCP_READ_SIZE))  # shared by the TCP connections
         self._datagram_sockets: list[socket.socket] = []
+        self._unix_readers: list[tuple[socket.socket, ListenAddress]] = []  # paused with the held lane
+        self._udp_inodes: list[int] = []  # of the UDP sockets, to find their drops in /proc/net/udp{,6}
+        self._dropped_kernel = 0  # by UDP sockets already closed
         self._unix_files: list[tuple[str, int]] = []  # (path, inode) of the sockets we made
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task] = []
@@ -146,6 +157,9 @@ class SyslogSource:
         self._datagram_sockets.append(sock)
         if listen.transport == "unix":
             self._unix_files.append((listen.path, os.stat(listen.path).st_ino))
+            self._unix_readers.append((sock, listen))
+        else:
+            self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
         loop.add_reader(sock.fileno(), self._read_datagrams, sock, listen)
 
     async def stop(self) -> None:
@@ -155,13 +169,14 @@ class SyslogSource:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        while self._queue:
+        while self._held or self._lossy:
             self._deliver_batch()
             await asyncio.sleep(0)
         self.problems.flush(everything=True)
 
     def stats(self) -> dict[str, int]:
-        return self.counts | {"queued": len(self._queue), "connections_open": len(self.connections)}
+        return self.counts | {"queued": len(self._held) + len(self._lossy), "connections_open": len(self.connections),
+                              "dropped_kernel": self._dropped_kernel + udp_drops(self._udp_inodes)}
 
     def is_trusted(self, transport: str, peer: tuple | None, sockname: tuple | None = None) -> bool:
         """Are messages from this allowed UDP/TCP peer trusted? Remote forwarders on the allow
@@ -176,16 +191,21 @@ class SyslogSource:
         listener = peer_address(sockname) if sockname else None
         return self.local_senders.trusted(transport, sender, listener)
 
-    def accept(self, data: bytes, address: str | None, sender: str | None, now: float, trusted: bool) -> None:
+    def accept(self, data: bytes, address: str | None, sender: str | None, now: float, trusted: bool,
+               lossy: bool = False) -> None:
         """One message from an allowed sender: parsed, made an event and queued, or counted.
 
         `address` is the sender's for `_SOURCE_ADDRESS` (None on the unix socket); `sender`
-        names it in the log, None for "sender ADDRESS".
+        names it in the log, None for "sender ADDRESS". `lossy`: it came by UDP.
         """
         counts = self.counts
         counts["received"] += 1
-        queue = self._queue
-        if len(queue) >= self._queue_size or self._queued_bytes >= _QUEUE_BYTES:
+        if lossy:
+            if len(self._lossy) >= self._lossy_size or self._lossy_bytes >= _QUEUE_BYTES // 2:
+                self._drop_queue_full()
+                return
+        elif (len(self._held) + len(self._lossy) >= self._queue_size
+              or self._held_bytes + self._lossy_bytes >= _QUEUE_BYTES):
             self._drop_queue_full()
             return
         message = parse_message(data, now)
@@ -207,10 +227,13 @@ class SyslogSource:
             fields["_HOSTNAME"] = hostname
         if address is not None:
             fields["_SOURCE_ADDRESS"] = address
-        if not queue:
-            self._wakeup.set()
-        queue.append(LogEvent(now, "syslog", text, fields, trusted))
-        self._queued_bytes += len(text)
+        self._wakeup.set()
+        if lossy:
+            self._lossy.append(LogEvent(now, "syslog", text, fields, trusted))
+            self._lossy_bytes += len(text)
+        else:
+            self._held.append(LogEvent(now, "syslog", text, fields, trusted))
+            self._held_bytes += len(text)
 
     def accept_frames(self, items: list[bytes | FramingError], address: str, sender: str, trusted: bool) -> None:
         """What a TCP connection's decoder gave: frames to accept, framing faults to count."""
@@ -225,11 +248,28 @@ class SyslogSource:
             else:
                 self.counts["framing_errors"] += 1
                 self.problems.report(sender, f"TCP framing: {item.reason}: '{item.excerpt}'")
-        if not self.paused and (len(self._queue) >= self._high_water or self._queued_bytes >= _QUEUE_BYTES // 2):
-            self.paused = True
-            self.counts["tcp_paused"] += 1
-            for connection in self.connections:
-                connection.pause()
+        self._pause_if_full()
+
+    def _pause_if_full(self) -> None:
+        """Stop reading TCP connections and unix sockets while the held lane drains."""
+        if self.paused or (len(self._held) < self._high_water and self._held_bytes < _QUEUE_BYTES // 4):
+            return
+        self.paused = True
+        self.counts["tcp_paused"] += 1
+        for connection in self.connections:
+            connection.pause()
+        loop = asyncio.get_running_loop()
+        for sock, _ in self._unix_readers:
+            loop.remove_reader(sock.fileno())
+
+    def _resume(self) -> None:
+        self.paused = False
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self.connections):
+            connection.resume(now)
+        for sock, listen in self._unix_readers:
+            loop.add_reader(sock.fileno(), self._read_datagrams, sock, listen)
 
     def _read_datagrams(self, sock: socket.socket, listen: ListenAddress) -> None:
         buffer = self._buffer
@@ -240,6 +280,8 @@ class SyslogSource:
         trusted = self._trust  # the unix socket: mode 0600, only root writes to it
         now = time.time()
         for _ in range(_DATAGRAMS_PER_WAKEUP):
+            if local and self.paused:  # the rest waits in the kernel, its senders with it
+                return
             try:
                 size, peer = sock.recvfrom_into(buffer, 0, socket.MSG_TRUNC)
                 if not local:
@@ -255,7 +297,9 @@ class SyslogSource:
                     self.problems.report(sender or f"sender {address}",
                                          f"datagram of {size} bytes truncated to max_message {limit}")
                     size = limit
-                self.accept(bytes(buffer[:size]), address, sender, now, trusted)
+                self.accept(bytes(buffer[:size]), address, sender, now, trusted, not local)
+                if local:
+                    self._pause_if_full()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
@@ -268,42 +312,42 @@ class SyslogSource:
 
     def _drop_queue_full(self) -> None:
         self.counts["dropped_queue_full"] += 1
-        if self._dropped_since < 0:
-            self._dropped_since = self.counts["dropped_queue_full"] - 1
-            _LOG.warning("syslog: the queue is full (%d messages): dropping new messages until it drains",
-                         len(self._queue))
+        # Through the problem log: under a flood the queue fills and drains many times a second.
+        self.problems.report("queue", f"full, new messages dropped until the pipeline catches up (queue_size "
+                                      f"{self._queue_size}, of which UDP may fill {self._lossy_size})")
 
     async def _deliver(self) -> None:
         while True:
-            if not self._queue:
+            if not self._held and not self._lossy:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             self._deliver_batch()
             await asyncio.sleep(0)  # let the other sources and the sockets have the loop
 
     def _deliver_batch(self) -> None:
-        queue, sink = self._queue, self._sink
-        count = min(len(queue), _BATCH)
+        held, lossy = self._held, self._lossy
+        # Half a batch each while both lanes wait: a UDP flood cannot hold up the other senders.
+        from_held = min(len(held), max(_BATCH // 2, _BATCH - len(lossy)))
+        from_lossy = min(len(lossy), _BATCH - from_held)
+        self._held_bytes -= self._hand_on(held, from_held)
+        self._lossy_bytes -= self._hand_on(lossy, from_lossy)
+        self.counts["delivered"] += from_held + from_lossy
+        if self.paused and len(held) <= self._low_water and self._held_bytes <= _QUEUE_BYTES // 8:
+            self._resume()
+
+    def _hand_on(self, lane: deque[LogEvent], count: int) -> int:
+        """The first `count` events of `lane` to the sink; the length of their text."""
+        sink = self._sink
         size = 0
         for _ in range(count):
-            event = queue.popleft()
+            event = lane.popleft()
             size += len(event.message)
             try:
                 sink(event)
             except Exception as error:  # a bug downstream: log it, keep receiving
                 self.counts["errors"] += 1
                 self.problems.report("pipeline", f"failed on a message from syslog: {error!r}", error)
-        self.counts["delivered"] += count
-        self._queued_bytes -= size
-        if self.paused and len(queue) <= self._low_water and self._queued_bytes <= _QUEUE_BYTES // 4:
-            self.paused = False
-            now = asyncio.get_running_loop().time()
-            for connection in list(self.connections):
-                connection.resume(now)
-        if self._dropped_since >= 0 and len(queue) <= self.config.queue_size // 2:
-            _LOG.warning("syslog: the queue has room again; %d messages were dropped while it was full",
-                         self.counts["dropped_queue_full"] - self._dropped_since)
-            self._dropped_since = -1
+        return size
 
     async def _flush_problems(self) -> None:
         while True:
@@ -312,10 +356,12 @@ class SyslogSource:
 
     async def _close_inputs(self) -> None:
         loop = asyncio.get_running_loop()
+        self._dropped_kernel += udp_drops(self._udp_inodes)  # the kernel forgets them with the socket
+        self._udp_inodes = []
         for sock in self._datagram_sockets:
             loop.remove_reader(sock.fileno())
             sock.close()
-        self._datagram_sockets = []
+        self._datagram_sockets, self._unix_readers = [], []
         for path, inode in self._unix_files:
             try:
                 if os.lstat(path).st_ino == inode:  # not a socket another process has made since

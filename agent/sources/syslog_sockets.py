@@ -1,5 +1,6 @@
 """The syslog receiver's sockets: bound to UDP, TCP and unix datagram addresses, with errors that
-name the address and the OS's reason, and a unix socket that is private from the moment it exists.
+name the address and the OS's reason, and a unix socket that is private from the moment it exists;
+and what the kernel dropped on the UDP ones because their receive buffer was full.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from collections.abc import Collection
 
 from agent.config_values import ListenAddress
 from agent.sources import SourceError
@@ -89,3 +91,27 @@ def _enlarge_receive_buffer(sock: socket.socket) -> None:
             return
         except OSError:
             continue
+
+
+def udp_drops(inodes: Collection[int], root: str = "/proc/net") -> int:
+    """Datagrams the kernel dropped, since they were made, on the UDP sockets with these inodes
+    (`os.fstat(fd).st_ino`): the `drops` column of /proc/net/udp and udp6 (the socket's
+    sk_drops), mostly datagrams that arrived while its receive buffer was full. The agent never
+    sees those, so only the kernel can count them. Read when asked (a status request, a
+    metrics scrape), not per datagram: the table has a line per UDP socket of the namespace."""
+    if not inodes:
+        return 0
+    wanted = {str(inode) for inode in inodes}
+    drops = 0
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"{root}/{name}", encoding="ascii") as table:
+                next(table, None)  # the header
+                for line in table:
+                    # sl local remote st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+                    columns = line.split()
+                    if len(columns) > 12 and columns[9] in wanted:
+                        drops += int(columns[12])
+        except (OSError, ValueError):
+            continue
+    return drops

@@ -3,7 +3,7 @@
 import ipaddress
 
 import agent.sources.syslog_peers as peers
-from agent.sources.syslog_peers import LocalSenders, tcp_owner
+from agent.sources.syslog_peers import LocalSenders, diag_owner, socket_owner, tcp_owner
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
@@ -50,7 +50,7 @@ def test_a_v4_peer_of_a_v6_socket_is_found_in_tcp6(tmp_path):
 
 def test_local_udp_is_never_trusted_and_tcp_only_for_trusted_uids(monkeypatch):
     owners = {40000: 0, 40001: 1000}
-    monkeypatch.setattr(peers, "tcp_owner", lambda peer, listener: owners.get(peer[1]))
+    monkeypatch.setattr(peers, "socket_owner", lambda peer, listener: owners.get(peer[1]))
     senders = LocalSenders([ipaddress.ip_address("192.0.2.2")], clock=lambda: 100.0)
     assert senders.is_local(LOOPBACK) and senders.is_local(ipaddress.ip_address("192.0.2.2"))
     assert not senders.is_local(ipaddress.ip_address("198.51.100.1"))
@@ -60,7 +60,7 @@ def test_local_udp_is_never_trusted_and_tcp_only_for_trusted_uids(monkeypatch):
 
 
 def test_lookups_are_capped_per_second_and_beyond_the_cap_nothing_is_trusted(monkeypatch):
-    monkeypatch.setattr(peers, "tcp_owner", lambda peer, listener: 0)
+    monkeypatch.setattr(peers, "socket_owner", lambda peer, listener: 0)
     senders = LocalSenders([], clock=lambda: 100.0)
     answers = [senders.trusted("tcp", (LOOPBACK, port), LISTENER)
                for port in range(1000, 1000 + peers._LOOKUPS_PER_SECOND + 5)]
@@ -77,3 +77,18 @@ def test_the_real_table_finds_this_process_as_the_owner_of_its_connection():
         with client, accepted:
             peer = (LOOPBACK, client.getsockname()[1])
             assert tcp_owner(peer, (LOOPBACK, server.getsockname()[1])) == os.geteuid()
+
+
+def test_sock_diag_finds_the_owner_of_an_open_connection_and_nobody_once_it_is_closed():
+    import os
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        listener = (LOOPBACK, server.getsockname()[1])
+        peer = (LOOPBACK, client.getsockname()[1])
+        with accepted:
+            assert diag_owner(peer, listener) == os.geteuid() == socket_owner(peer, listener)
+            client.close()
+            assert diag_owner(peer, listener) is None
