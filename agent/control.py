@@ -19,11 +19,11 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.ratelimit import RateLimit
+from agent.ratelimit import RateLimit, RateLimited, ReportLimit
+from agent.stream_server import StreamServer, Throttle, send
 
 log = logging.getLogger("jailwarden.control")
 
@@ -60,30 +60,6 @@ class DaemonUnavailable(Exception):
 
 class ControlSocketError(Exception):
     """The server cannot take its socket path: another daemon answers there, or it cannot be made."""
-
-
-class Throttle:
-    """At most one log line per kind of problem per `interval`, so a client repeating a bad
-    request cannot flood the daemon's log; the next line says how many were held back. Lines go
-    to `logger`, each starting with `prefix`."""
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger = log, prefix: str = "control: ") -> None:
-        self._interval = interval
-        self._clock = clock
-        self._logger = logger
-        self._prefix = prefix
-        self._kinds: dict[str, list] = {}  # kind -> [time last logged, lines held back]
-
-    def warning(self, kind: str, message: str, *args: object, exc_info: BaseException | None = None) -> None:
-        now = self._clock()
-        entry = self._kinds.setdefault(kind, [-self._interval, 0])
-        if now - entry[0] < self._interval:
-            entry[1] += 1
-            return
-        held = f" ({entry[1]} similar problems not logged since the last line)" if entry[1] else ""
-        entry[0], entry[1] = now, 0
-        self._logger.warning(self._prefix + message + held, *args, exc_info=exc_info)
 
 
 def check_arguments(command: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +99,7 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int:
     return struct.unpack("3i", creds)[1]
 
 
-class ControlServer:
+class ControlServer(StreamServer):
     """Serves `handler` on the unix socket `path`: each command calls the handler's method of
     the same name (plain or `async def`) with every argument as a keyword."""
 
@@ -134,18 +110,19 @@ class ControlServer:
         connect too (the socket is then mode 0660, owned by root and that group), for a socket
         that offers applications `report` and nothing else; `rate_limit`: how often each peer
         uid may `report` (None: no limit)."""
+        super().__init__(max_connections=max_connections, idle_timeout=idle_timeout,
+                         throttle=Throttle(log, "control: "))
         self.path = Path(path)
         self._commands = commands
         self._group = group
-        self._rate_limit = rate_limit
-        self.reports = {"accepted": 0, "rate_limited": 0}  # `report` requests answered, and refused for the rate
+        self._reports = ReportLimit(rate_limit)
         self._handler = handler
-        self._max_connections = max_connections
-        self._idle_timeout = idle_timeout
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
         self._inode: int | None = None  # our socket file's, so stop() removes no successor's
-        self._throttle = Throttle()
+
+    @property
+    def reports(self) -> dict[str, int]:
+        """`report` requests answered, and refused for the rate."""
+        return self._reports.counts
 
     async def start(self) -> None:
         """Take the socket path (removing a stale socket file) and start accepting.
@@ -177,20 +154,7 @@ class ControlServer:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, close open connections and remove the socket file. A command under
         way gets `grace` seconds to finish before it is cancelled."""
-        if self._server is not None:
-            self._server.close()
-        # Closing, not cancelling: Python 3.11's stream server logs a cancelled connection task
-        # as an error. A closed connection ends its conversation at the next read.
-        for writer in self._connections.values():
-            writer.close()
-        if self._connections:
-            _, pending = await asyncio.wait(list(self._connections), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        await super().stop(grace)
         with contextlib.suppress(OSError):
             if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
@@ -231,31 +195,15 @@ class ControlServer:
             probe.close()
         raise ControlSocketError(f"another jailwarden is running: {self.path} answers")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        try:
-            if len(self._connections) >= self._max_connections:
-                self._throttle.warning("limit", "connection closed: %d connections are open", self._max_connections)
-                writer.write(_encode({"ok": False, "error": f"too many control connections "
-                                                            f"({self._max_connections} open); try again"}))
-                return
-            uid = _peer_uid(writer)
-            if self._group is None and uid not in (0, os.geteuid()):
-                self._throttle.warning("peer", "connection from uid %d closed: only root may connect", uid)
-                return
-            self._connections[task] = writer
-            await self._converse(reader, writer, uid)
-        except (ConnectionError, TimeoutError):
-            pass  # the client left, or stopped reading its answers: its business
-        except Exception as error:  # nothing a client does may escape into the loop
-            self._throttle.warning("connection", "connection failed: %s", error, exc_info=error)
-        finally:
-            self._connections.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def _refusal(self) -> bytes:
+        return _encode({"ok": False, "error": f"too many control connections ({self._max_connections} open); "
+                                              "try again"})
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int) -> None:
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = _peer_uid(writer)
+        if self._group is None and uid not in (0, os.geteuid()):
+            self._throttle.warning("peer", "connection from uid %d closed: only root may connect", uid)
+            return
         while True:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), self._idle_timeout)
@@ -265,21 +213,19 @@ class ControlServer:
                 return
             except asyncio.LimitOverrunError:
                 self._throttle.warning("oversize", "connection closed: a request line over %d bytes", MAX_LINE)
-                writer.write(_encode({"ok": False, "error": f"request line longer than {MAX_LINE} bytes"}))
-                await asyncio.wait_for(writer.drain(), self._idle_timeout)
+                await send(writer, _encode({"ok": False, "error": f"request line longer than {MAX_LINE} bytes"}),
+                           self._idle_timeout)
                 return
             answer = await self._answer(line, uid)
             if writer.is_closing():
                 return  # stop() closed it while the command ran
-            writer.write(answer)
-            # A client that does not read its answers is closed like an idle one.
-            await asyncio.wait_for(writer.drain(), self._idle_timeout)
+            await send(writer, answer, self._idle_timeout)
 
     async def _answer(self, line: bytes, uid: int) -> bytes:
         try:
             try:
                 request = json.loads(line)
-            except (UnicodeDecodeError, ValueError) as error:
+            except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: [[[[...]]]]
                 raise ControlError(f"malformed request: not a JSON object on one line ({error})") from None
             if not isinstance(request, dict):
                 raise ControlError(f"malformed request: expected a JSON object, got {type(request).__name__}")
@@ -295,13 +241,13 @@ class ControlServer:
             method = getattr(self._handler, command, None)
             if method is None:
                 raise ControlError(f"this daemon does not support {command!r}")
-            if command == "report" and self._rate_limit is not None:
+            if command == "report":
                 self._limit_reports(uid)
             result = method(**arguments)
             if inspect.isawaitable(result):
                 result = await result
             if command == "report":
-                self.reports["accepted"] += 1
+                self._reports.counts["accepted"] += 1
             log.debug("control: %s %s done", command, arguments)
             return _encode({"ok": True, "result": result})
         except ControlError as error:
@@ -310,14 +256,13 @@ class ControlServer:
             self._throttle.warning("internal", "a request failed: %r", line[:200], exc_info=error)
             return _encode({"ok": False, "error": f"internal error: {type(error).__name__}: {error}"})
 
-
     def _limit_reports(self, uid: int) -> None:
-        wait = self._rate_limit.take(uid, time.monotonic())
-        if wait:
-            self.reports["rate_limited"] += 1
+        try:
+            self._reports.take(uid, f"uid {uid}", time.monotonic())
+        except RateLimited as refused:
             self._throttle.warning("rate", "reports from uid %d refused: more than %g a second", uid,
-                                   self._rate_limit.rate)
-            raise ControlError(self._rate_limit.refusal(f"uid {uid}", wait))
+                                   self._reports.rate_limit.rate)
+            raise ControlError(str(refused)) from None
 
 
 class ControlClient:

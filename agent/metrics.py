@@ -67,8 +67,9 @@ def exposition(status: dict) -> str:
                [({}, syslog.get("connections_open", 0))])
     metric("source_lag_seconds", "gauge", "Seconds between the newest entry a source applied and now.",
            [({"source": name}, source["lag"]) for name, source in sources.items() if source["lag"] is not None])
-    metric("reports_total", "counter", "Failures applications reported, per endpoint (socket, http): accepted, or "
-           "refused by the rate limit.", [({"channel": channel, "outcome": outcome}, count)
+    metric("reports_total", "counter", "Failures applications reported, per endpoint (socket, http): accepted, "
+           "rate_limited; over HTTP also auth_failed (a wrong or missing token) and auth_limited (refused unchecked "
+           "beyond the limit of failed authentications).", [({"channel": channel, "outcome": outcome}, count)
                                           for channel, counts in status.get("reports", {}).items()
                                           for outcome, count in counts.items()])
     actions = status.get("actions", {})

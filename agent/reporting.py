@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from agent.config import AgentConfig
 from agent.control import ControlServer, ControlSocketError
 from agent.ratelimit import RateLimit
-from agent.report_http import ReportHttpServer
+from agent.report_http import MIN_TOKEN, ReportHttpServer
 from agent.secrets import SecretError, read_secret
 
 if TYPE_CHECKING:
@@ -44,7 +44,9 @@ class ReportEndpoints:
         self.socket = self.http = None
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per running endpoint: reports accepted, and refused for the rate limit, since the start."""
+        """Per running endpoint, since the start: reports accepted, and refused for the rate limit; on
+        HTTP also requests refused for their token (auth_failed), and unchecked beyond the limit
+        of those (auth_limited)."""
         servers = {"socket": self.socket, "http": self.http}
         return {name: dict(server.reports) for name, server in servers.items() if server is not None}
 
@@ -77,6 +79,10 @@ class ReportEndpoints:
             token = read_secret(token_file, "[agent] report_token_file")
         except SecretError as error:
             log.error("%s; running without the HTTP report endpoint", error)
+            return
+        if len(token) < MIN_TOKEN:  # a short token is guessed, however slowly wrong ones are answered
+            log.error("[agent] report_token_file %s holds a token of %d bytes, fewer than %d (`openssl rand -hex 32` "
+                      "makes one of 64); running without the HTTP report endpoint", token_file, len(token), MIN_TOKEN)
             return
         server = ReportHttpServer(listen, self._commands.report, token, self._rate_limit())
         try:

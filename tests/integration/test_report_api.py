@@ -123,8 +123,10 @@ def test_an_application_user_beyond_the_rate_is_refused_while_root_is_not(tmp_pa
             assert answer["ok"], answer
         refused = ask_as(unprivileged_user.name, report_socket, report("webapp", "203.0.113.93"))
         assert refused["ok"] is False
-        assert re.fullmatch(rf"rate limited: more than 0\.01 reports a second from uid {unprivileged_user.uid} "
-                            r"\(burst 3\); try again in (99\.\d+|100) s", refused["error"]), refused
+        # 100 s at 0.01 a second, less the time the first three took (seconds on a loaded machine).
+        wait = re.fullmatch(rf"rate limited: more than 0\.01 reports a second from uid {unprivileged_user.uid} "
+                            r"\(burst 3\); try again in ([\d.]+) s", refused["error"])
+        assert wait and 90 <= float(wait[1]) <= 100, refused
         agent.wait_for(rf"reports from uid {unprivileged_user.uid} refused: more than 0.01 a second")
         # Root on the control socket is not limited.
         for number in range(5):

@@ -110,7 +110,8 @@ def assert_counted_then_banned(report: Example, address: str) -> None:
 
 def assert_status_shows(control: Path, channel: str, address: str) -> None:
     running = status(control)
-    assert running["reports"] == {channel: {"accepted": 2, "rate_limited": 0}}
+    counts = {"accepted": 2, "rate_limited": 0} | ({"auth_failed": 0, "auth_limited": 0} if channel == "http" else {})
+    assert running["reports"] == {channel: counts}
     webapp = status(control, "webapp")
     assert webapp["failures"] == 2 and webapp["bans"] == 1
     assert [(ban["address"], ban["reason"]) for ban in webapp["banned"]] == [(address, "2 report failures")]
