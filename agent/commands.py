@@ -107,6 +107,7 @@ class Commands:
                 "backend_ok": problem is None, "backend_error": problem,
                 "active_bans": agent.pipeline.book.count(name), "tracked": setup.jail.tracked(),
                 "failures": counters.get("failures", 0), "bans": counters.get("bans", 0),
+                "untrusted": counters.get("untrusted", 0),
                 "lines_too_long": setup.filter.lines_too_long}
 
     def _jail(self, name: object) -> str:

@@ -32,6 +32,7 @@ from agent.recording import Recorder
 from agent.reporting import ReportEndpoints
 from agent.sessions import Sessions
 from agent.store import STORE_FILE
+from agent.stream_server import Throttle
 from agent.sources import SourceError, source_class
 from agent.sources.journal import Position
 
@@ -51,7 +52,8 @@ class Agent(HandControl):
         self._failure_level = logging.INFO if dry_run else logging.DEBUG
         setups, self.problems = build_jails(config, filter_dir)
         self.pipeline = Pipeline(setups, BanBook(history_window=config.agent.history_window))
-        self.counters = {name: {"failures": 0, "bans": 0} for name in self.pipeline.jails}
+        self.counters = {name: {"failures": 0, "bans": 0, "untrusted": 0} for name in self.pipeline.jails}
+        self._untrusted_log = Throttle(log, "", interval=60.0, burst=10)
         self.sources: list = []
         self.journal = None
         self.saved_position: Position | None = None  # kept while no journal source runs
@@ -126,10 +128,13 @@ class Agent(HandControl):
             # the attack's own volume to the journal again (bans are logged at warning).
             log.log(self._failure_level, "%s failure from %s (%s)", where, failure.address, outcome.failure.filter)
         elif outcome.kind == "untrusted":
-            why = ("its sender is not trusted (a local process whose open TCP socket is not owned by one of "
-                   "[sources.syslog] trusted_uids, or trust = false)" if event.source == "syslog"
+            self.counters[outcome.jail]["untrusted"] += 1
+            why = ("its sender is not trusted (over UDP never; over TCP, a local process whose socket is not owned "
+                   "by one of [sources.syslog] trusted_uids; or trust = false)" if event.source == "syslog"
                    else "the fields that identify its program can be written by any local user")
-            log.warning("%s not counting a failure from %s: %s", where, failure.address, why)
+            # Throttled: whoever can write forged lines could otherwise write the journal full with these.
+            self._untrusted_log.warning(outcome.jail, "%s not counting a failure from %s: %s", where,
+                                        failure.address, why)
         elif outcome.kind == "ignored":
             why = self.protection(outcome.jail, failure.address) or "it is on the ignore list"
             log.info("%s failure from %s not counted: %s", where, failure.address, why)

@@ -75,7 +75,7 @@ async def reload(agent: Agent) -> list[str]:
     for name, setup in new.items():
         if name not in old:
             changes.append(f"jail {name} added")
-            agent.counters[name] = {"failures": 0, "bans": 0}
+            agent.counters[name] = {"failures": 0, "bans": 0, "untrusted": 0}
         elif setup.fingerprint == old[name].fingerprint and old_config.jails[name] == config.jails[name]:
             new[name] = old[name]  # unchanged: counters and all
         else:

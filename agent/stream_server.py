@@ -12,26 +12,29 @@ from collections.abc import Callable
 
 
 class Throttle:
-    """At most one log line per kind of problem per `interval`, so a client repeating a bad
-    request cannot flood the daemon's log; the next line says how many were held back. Lines go
-    to `logger`, each starting with `prefix`."""
+    """At most `burst` log lines per kind of problem per `interval`, so a client repeating a bad
+    request (or an attacker repeating a forged line) cannot flood the daemon's log; the next line
+    logged says how many were held back. Lines go to `logger`, each starting with `prefix`."""
 
-    def __init__(self, logger: logging.Logger, prefix: str, interval: float = 60.0,
+    def __init__(self, logger: logging.Logger, prefix: str, interval: float = 60.0, burst: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._logger = logger
         self._prefix = prefix
         self._interval = interval
+        self._burst = burst
         self._clock = clock
-        self._kinds: dict[str, list] = {}  # kind -> [time last logged, lines held back]
+        self._kinds: dict[str, list] = {}  # kind -> [start of the interval, lines logged in it, lines held back]
 
     def warning(self, kind: str, message: str, *args: object, exc_info: BaseException | None = None) -> None:
         now = self._clock()
-        entry = self._kinds.setdefault(kind, [-self._interval, 0])
-        if now - entry[0] < self._interval:
-            entry[1] += 1
+        entry = self._kinds.setdefault(kind, [now, 0, 0])
+        if now - entry[0] >= self._interval:
+            entry[0], entry[1] = now, 0
+        if entry[1] >= self._burst:
+            entry[2] += 1
             return
-        held = f" ({entry[1]} similar problems not logged since the last line)" if entry[1] else ""
-        entry[0], entry[1] = now, 0
+        held = f" ({entry[2]} similar problems not logged since the last line)" if entry[2] else ""
+        entry[1], entry[2] = entry[1] + 1, 0
         self._logger.warning(self._prefix + message + held, *args, exc_info=exc_info)
 
 

@@ -215,6 +215,7 @@ def run_syslog_flood(workdir: Path, datagrams: int, connections: int, *, hold: i
         "legit_sent": legit_sent, "legit_sent_during_flood": udp_running and tcp_running,
         "legit_seconds_into_flood": [legit_started - udp_report["started"], legit_finished - udp_report["started"]],
         "failures_counted": final["jails"]["sshd"]["failures"], "bans": final["jails"]["sshd"]["bans"],
+        "untrusted_not_counted": final["jails"]["sshd"]["untrusted"],
         "time_to_ban_s": {address: ban_at[address] - last_sent[address] for address in legit},
         "time_to_ban_max_s": max(ban_at[address] - last_sent[address] for address in legit),
         "baseline_rss_mib": baseline.get("VmHWM"), "baseline_rss_anon_mib": baseline.get("RssAnon"),
