@@ -3,9 +3,9 @@
 to leave the host: no user name, no address but the banned one, no host name of ours, no query
 string, no e-mail address. Sans-IO: times are passed in.
 
-Memory is bounded: at most LINES lines of at most MAX_LINE + PUBLIC_LINE characters for each of
-at most MAX_ADDRESSES addresses (some 16 MB at worst); beyond, the address that failed least
-recently is forgotten (its ban then carries only the line that set it off).
+Memory is bounded: at most LINES lines of at most MAX_LINE characters (and the captured parts of
+them) for each of at most MAX_ADDRESSES addresses (some 25 MB at worst); beyond, the address that
+failed least recently is forgotten (its ban then carries only the line that set it off).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _TAIL = re.compile(r"[\w.:@%<>-]*$")  # what a cut may have left of an address, 
 @dataclass(slots=True, frozen=True)
 class Line:
     """One matched line: its time, its text as logged (cut to MAX_LINE) and as it may leave the
-    host (see public(), made when the line is kept: the filter's captures are not kept)."""
+    host (see public())."""
 
     time: float
     message: str
@@ -56,7 +56,7 @@ class Line:
 
     @classmethod
     def of(cls, failure: Failure, hostnames: Iterable[str] = ()) -> Line:
-        return cls(failure.time, _cut(failure.message, MAX_LINE), public(failure, hostnames))
+        return cls(failure.time, _cut(failure.message, MAX_LINE), public(_trimmed(failure), hostnames))
 
     def text(self) -> str:
         return f"{_iso(self.time)} {_CONTROL.sub(' ', self.message)}"
@@ -64,17 +64,19 @@ class Line:
 
 class Evidence:
     """The last few matched lines of each address, per jail; `hostnames` are this host's names,
-    kept out of the public version of each line."""
+    kept out of the public version of each line. A line is kept as logged (cut to MAX_LINE, with
+    the filter's captures that public() replaces) and made public only when a ban takes it: most
+    failures never lead to a ban, and redacting costs some 30 us a line."""
 
     def __init__(self, hostnames: Iterable[str] = (), lines: int = LINES, max_addresses: int = MAX_ADDRESSES) -> None:
         self.hostnames = tuple(hostnames)
         self.lines, self.max_addresses = lines, max_addresses
-        self._kept: dict[tuple[str, Address], list[Line]] = {}
+        self._kept: dict[tuple[str, Address], list[Failure]] = {}
 
     def add(self, jail: str, failure: Failure) -> None:
         key = (jail, normalise(failure.address))
         kept = self._kept.pop(key, None) or []  # re-inserted: the dict's order is the order of last failure
-        kept.append(Line.of(failure, self.hostnames))
+        kept.append(_trimmed(failure))
         del kept[:-self.lines]
         self._kept[key] = kept
         if len(self._kept) > self.max_addresses:
@@ -85,8 +87,8 @@ class Evidence:
         off the ban); forgotten here."""
         kept = [line for line in self._kept.pop((jail, normalise(failure.address)), [])
                 if line.time > failure.time - findtime]
-        kept.append(Line.of(failure, self.hostnames))
-        return tuple(kept[-self.lines:])
+        kept.append(_trimmed(failure))
+        return tuple(Line.of(line, self.hostnames) for line in kept[-self.lines:])
 
     def forget(self, jail: str | None, address: Address | None = None) -> None:
         """Drop the lines of `address` (None: of every address) in `jail` (None: in every jail)."""
@@ -125,6 +127,23 @@ def public(failure: Failure, hostnames: Iterable[str] = ()) -> str:
         text = "".join(part if _PLACEHOLDER.fullmatch(part) else re.sub(pattern, placeholder, part, flags=re.I)
                        for part in _PLACEHOLDER.split(text))
     return _cut(f"{_iso(failure.time)} {text}", PUBLIC_LINE)
+
+
+def _trimmed(failure: Failure) -> Failure:
+    """The failure as kept: its message cut to MAX_LINE, and only the captures public() replaces.
+    Memory stays that of the message: captures are parts of it, and one the cut would split is
+    cut off whole (the message ends where it starts), so no part of it is left unreplaced."""
+    captures = {name: value for name in _PRIVATE_CAPTURES if (value := failure.captures.get(name))}
+    message = failure.message
+    if len(message) > MAX_LINE:
+        limit = MAX_LINE
+        for value in captures.values():
+            start = message.rfind(value, 0, limit + len(value) - 1)  # the last one starting before the cut
+            if start >= 0 and start + len(value) > limit:
+                limit = start
+        message = _cut(message, limit)
+        captures = {name: value for name, value in captures.items() if value in message}
+    return Failure(failure.address, failure.filter, failure.time, message, captures)
 
 
 def _keep_if(text: str, address: Address) -> str:

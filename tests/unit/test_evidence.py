@@ -157,3 +157,14 @@ def test_a_flood_of_addresses_keeps_the_most_recent_within_the_bound() -> None:
     assert len(evidence.take("sshd", failure("2001:db8::1", 1000.0), 600)) == 1  # the oldest was forgotten
     kept = evidence.take("sshd", failure("2001:db8::3e6", 1000.0), 600)[0]
     assert len(kept.message) <= MAX_LINE and len(kept.public) <= 300
+
+
+def test_a_captured_field_the_cut_would_split_is_cut_off_whole_and_costs_no_memory() -> None:
+    agent = "Mozilla/5.0 " + "secret-token-" * 700  # 9 KB, captured by the filter as `agent`
+    message = f'203.0.113.5 - - "GET /wp-login.php HTTP/1.1" 404 0 "-" "{agent}"'
+    evidence = Evidence()
+    evidence.add("web", Failure(BANNED, "apache-badbots", 0.0, message, {"agent": agent}))
+    (kept,) = evidence._kept[("web", BANNED)]
+    assert kept.captures == {} and "Mozilla" not in kept.message and len(kept.message) < 100
+    (line, _) = evidence.take("web", Failure(BANNED, "apache-badbots", 1.0, message, {"agent": agent}), 600)
+    assert "secret" not in line.public and "secret" not in line.message
