@@ -167,6 +167,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.config import ConfigErrors, load_config
     from agent.jails import filter_warnings, load_jail_filter
     from agent.permissions import configuration_problems
+    from agent.regexprobe import check_user_filter
 
     path = Path(args.config)
     filters = {}
@@ -191,9 +192,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"jailwarden: {count} problem{'s' * (count != 1)} in the configuration", file=sys.stderr)
         return 1
     # What the daemon would log at start: the configuration works, but not all of it as one may expect.
+    probed: dict[tuple, str | None] = {}
     for name, flt in filters.items():
         for warning in filter_warnings(config.jails[name], flt, config.sources.journal.enabled):
             print(f"warning: {warning}", file=sys.stderr)
+        # A user's filter whose regexes backtrack on long lines (probed once per file and mode).
+        key = (tuple(flt.files), flt.mode)
+        if key not in probed:
+            probed[key] = check_user_filter(flt)
+        if probed[key] is not None:
+            print(f"warning: jail {name}: {probed[key]}", file=sys.stderr)
     enabled = [name for name, jail in config.jails.items() if jail.enabled]
     print(f"{path}: OK, {len(enabled)} jail{'s' * (len(enabled) != 1)} enabled"
           f"{': ' + ', '.join(enabled) if enabled else ''}; read {', '.join(map(str, config.files))}")

@@ -12,6 +12,7 @@ from agent.host import account_uid
 from agent.jail import Jail
 from agent.pipeline import JailSetup
 from agent.prefixes import PrefixTracker
+from agent.regexprobe import check_user_filter
 from parsers.fail2ban_reference import is_fail2ban_reference
 from parsers.errors import FilterError
 from parsers.filter import Filter, is_trusted_match
@@ -37,7 +38,7 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
     """The enabled jails with their filters; a jail whose filter cannot be loaded is left out
     and its problem returned, so the others still run."""
     setups, problems = [], []
-    filters: dict[tuple[str, Path, str | None], tuple[Filter, str]] = {}
+    filters: dict[tuple[str, Path, str | None], tuple[Filter, str, str | None]] = {}
     for name, jail in config.jails.items():
         if not jail.enabled:
             continue
@@ -45,12 +46,16 @@ def build_jails(config: Config, filter_dir: Path) -> tuple[list[JailSetup], list
         try:
             if key not in filters:
                 flt = load_jail_filter(jail, filter_dir)
-                filters[key] = (flt, _fingerprint(jail.filter, jail.mode, flt.files))
+                # A user's filter whose regexes backtrack is probed here, before the pipeline is built,
+                # so that its linear = False keeps entries a local user could write away from it.
+                filters[key] = (flt, _fingerprint(jail.filter, jail.mode, flt.files), check_user_filter(flt))
         except (FilterError, OSError) as error:
             problems.append(f"jail {name}: not started: {error}")
             continue
-        flt, fingerprint = filters[key]
+        flt, fingerprint, slow = filters[key]
         problems += filter_warnings(jail, flt, config.sources.journal.enabled)
+        if slow is not None:
+            problems.append(f"jail {name}: {slow}")
         counter = Jail(name, maxretry=jail.maxretry, findtime=jail.findtime, ignore=jail.ignore,
                        require_trusted=jail.require_trusted)
         prefixes = PrefixTracker(jail.aggregate) if jail.aggregate is not None else None

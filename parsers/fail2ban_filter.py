@@ -22,7 +22,7 @@ from pathlib import Path
 
 from parsers.dates import DateDetector
 from parsers.fail2ban_match import LineMatcher, Outcome
-from parsers.filter import ADDRESS_CACHE_MAX, IGNORED, MISS, Event, Failure, Filter, Verdict, normalise
+from parsers.filter import ADDRESS_CACHE_MAX, IGNORED, MISS, Event, Failure, Filter, FilterRegex, Verdict, normalise
 
 # The longest line Fail2Ban's regexes search (8 KiB is more than any service writes).
 MAX_LINE = 8192
@@ -71,6 +71,7 @@ class Fail2BanFilter(Filter):
 
     linear = False  # Fail2Ban's own regexes: some backtrack for long on long lines
     whole_lines = True  # its regexes find the program in the line (after the date is cut out)
+    longest_line = MAX_LINE
 
     def __init__(self, name: str, *, file: str, files: list[Path], mode: str, parameters: Mapping[str, str],
                  journal: tuple, syslog: frozenset[str], matcher: LineMatcher, dates: DateDetector,
@@ -104,6 +105,20 @@ class Fail2BanFilter(Filter):
     def files(self) -> list[Path]:
         """The files read: the filter's .conf, its includes, .local and .d/ overrides."""
         return list(self._files)
+
+    @property
+    def regexes(self) -> list[FilterRegex]:
+        """Its prefregex, failregexes and ignoreregexes, each once (the journal's, where they
+        differ, marked so), searched as Fail2Ban searches them."""
+        found: dict[str, FilterRegex] = {}
+        for matcher, label in ((self._matcher, ""), (self._journal_matcher, " (logtype = journal)")):
+            places = [("prefregex", matcher.prefregex)] if matcher.prefregex is not None else []
+            places += [(f"{key}[{i}]", regex) for key, regexes in (("failregex", matcher.failregex),
+                                                                    ("ignoreregex", matcher.ignoreregex))
+                       for i, regex in enumerate(regexes)]
+            for where, regex in places:
+                found.setdefault(regex.regex.pattern, FilterRegex(where + label, regex.source, regex.regex, True))
+        return list(found.values())
 
     def _too_long(self, text: str) -> bool:
         if len(text) <= MAX_LINE:

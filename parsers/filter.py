@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from parsers.regexlist import Alternative, Regex, RegexList
+from parsers.regexlist import Alternative, Regex, RegexList, expand
 from parsers.syslog import SyslogError, file_line_tag_and_message
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -70,6 +70,15 @@ class Failure:
     repeat: int = 1  # one log line for this many identical failures
     # The program's identity came from fields the writer cannot forge (see Filter.identify).
     trusted: bool = False
+
+
+class FilterRegex(NamedTuple):
+    """One of a filter's regexes on its own, as the filter runs it (for checks of one regex at a time)."""
+
+    where: str  # its place in the filter file: "failregex[2]", "modes.aggressive.ignoreregex[0]"
+    source: str  # as written
+    regex: re.Pattern[str]
+    searched: bool = False  # searched anywhere in the message (Fail2Ban's way), not matched at its start
 
 
 class Verdict(NamedTuple):
@@ -128,6 +137,8 @@ class Filter:
     stateful = False
     # What the user should know about how jailwarden reads it (a Fail2Ban filter's features).
     notes: tuple[str, ...] = ()
+    # The longest message its regexes search (None: every message, whole).
+    longest_line: int | None = None
 
     def __init__(self, name: str, *, description: str = "", mode: str = "normal",
                  journal: tuple[JournalMatch, ...] | JournalMatch = (),
@@ -150,6 +161,11 @@ class Filter:
             () if journal_declared or not self.syslog else ({"SYSLOG_IDENTIFIER": self.syslog},))
         self._fail = RegexList(file, "failregex", list(failregex), need_host=True)
         self._ignore = RegexList(file, "ignoreregex", list(ignoreregex), need_host=False)
+        # Each regex as written, with its place in the file (kept for `regexes`).
+        self._sources = [(entry.where or f"{key}[{i}]", entry.regex) if isinstance(entry, Regex)
+                         else (f"{key}[{i}]", entry)
+                         for key, entries in (("failregex", failregex), ("ignoreregex", ignoreregex))
+                         for i, entry in enumerate(entries)]
         # Failures without captures by address text, one table per `counts`: the same few
         # addresses fail again and again, and a lookup is cheaper than a new Verdict.
         self._failures: tuple[dict[str, Verdict], dict[str, Verdict]] = ({}, {})
@@ -171,6 +187,13 @@ class Filter:
     @property
     def failregex_alternatives(self) -> list[Alternative]:
         return self._fail.alternatives
+
+    @property
+    def regexes(self) -> list[FilterRegex]:
+        """Each failregex and ignoreregex on its own, placeholders expanded, compiled as the filter
+        runs it (matched at the start of the message)."""
+        return [FilterRegex(where, source, re.compile(expand(source[1:] if source.startswith("^") else source)))
+                for where, source in self._sources]
 
     @property
     def literals(self) -> tuple[str, ...] | None:
