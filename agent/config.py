@@ -261,6 +261,10 @@ def _read(file: Path) -> dict[str, Any]:
             raise ConfigError(file, None, f"TOML syntax error: {message}") from None
         reason = f"TOML syntax error: {message[: found.start()]}"
         raise ConfigError(file, None, reason, line=int(found[1]), column=int(found[2])) from None
+    except ValueError as error:  # Python's own limit: an integer of more than 4,300 digits
+        raise ConfigError(file, None, f"not a usable TOML file: {str(error).split(';')[0]}") from None
+    except RecursionError:
+        raise ConfigError(file, None, "not a usable TOML file: arrays or tables nested too deeply") from None
 
 
 def _merge(into: dict, new: dict, file: str, origins: dict, path: tuple[str, ...] = ()) -> None:

@@ -48,11 +48,20 @@ def parse_duration(value: object, *, permanent: bool = False) -> float:
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError(f'expected a duration such as 600, "10m" or "1h30m", got {describe(value)}')
-    seconds = _duration_text(value) if isinstance(value, str) else float(value)
+    seconds = _duration_text(value) if isinstance(value, str) else _float(value)
     if not 0 < seconds < math.inf:
         hint = ' (-1 or "permanent" for a ban that never ends)' if permanent else ""
         raise ValueError(f"must be a positive, finite duration{hint}, got {value!r}")
     return seconds
+
+
+def _float(value: int | float) -> float:
+    # TOML integers have no bound in tomllib: one too large for a float is infinite here,
+    # which the callers reject with their own reason (float() would raise OverflowError).
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 _UNITS = {"w": WEEK, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -138,7 +147,7 @@ def positive_int(value: object) -> int:
 
 
 def factor(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= _float(value) < math.inf:
         raise ValueError(f"expected a finite number of at least 1, got {describe(value)}")
     return float(value)
 
@@ -190,7 +199,7 @@ def per_second(value: object) -> float:
     """A rate: a positive, finite number of events a second (0.5: one every two seconds)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number a second such as 20 or 0.5, got {describe(value)}")
-    if not 0 < value < math.inf:
+    if not 0 < _float(value) < math.inf:
         raise ValueError(f"must be a positive, finite number a second, got {value!r}")
     return float(value)
 

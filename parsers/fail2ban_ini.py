@@ -26,6 +26,10 @@ DEFAULT = "DEFAULT"
 INCLUDES = "INCLUDES"
 _KNOWN = "KNOWN/"  # the section holding what a section's keys were before a later file overrode them
 _MAX_DEPTH = 10  # nested %(...)s references, as Python's configparser allows
+# Characters a value may grow to as its references (here) or tags (fail2ban_options) are
+# replaced. Fail2Ban's own filters stay below 5,000; a few lines that repeat each other ten
+# levels deep would otherwise expand to more memory than the host has.
+MAX_VALUE = 1 << 20
 _REFERENCE = re.compile(r"%\(([^)]+)\)s")
 # A section whose name carries a condition ("Init?family=inet6") applies to some actions.
 _CONDITIONAL = re.compile(r"^(\w+)(\?.+)$")
@@ -49,7 +53,16 @@ def config_files(base: Path) -> list[Path]:
     drop_in = glob.escape(str(base.with_name(base.name + ".d")))
     candidates = [base.with_name(base.name + ".conf"), *map(Path, sorted(glob.glob(drop_in + "/*.conf"))),
                   base.with_name(base.name + ".local"), *map(Path, sorted(glob.glob(drop_in + "/*.local")))]
-    return [path for path in candidates if path.exists()]
+    return [path for path in candidates if _exists(path)]
+
+
+def _exists(path: Path) -> bool:
+    """Does `path` exist? One that cannot even be looked up (a name too long, a directory that
+    may not be searched) raises FilterError with the reason."""
+    try:
+        return path.exists()
+    except OSError as error:
+        raise FilterError(str(path), "", f"cannot read the file ({error.strerror})") from None
 
 
 def _parse(path: Path) -> _Sections:
@@ -114,7 +127,7 @@ class Fail2BanConfig:
 
     def _with_includes(self, path: Path, chain: tuple[Path, ...]) -> list[tuple[Path, _Sections]]:
         """`path` parsed, with what it includes before and after it, depth first."""
-        own = self._read(path) if path.exists() else None
+        own = self._read(path) if _exists(path) else None
         if own is None:
             return []
         before: list[tuple[Path, _Sections]] = []
@@ -124,15 +137,18 @@ class Fail2BanConfig:
                 entry = entry.strip()
                 if not entry:
                     continue
-                resource = path.parent / entry  # an absolute entry stays as it is
+                # An absolute entry stays as it is; "a/../b" is written "b", so a loop through
+                # ".." is seen as one.
+                resource = Path(os.path.normpath(path.parent / entry))
                 if resource in chain or resource == path:  # an include loop
                     continue
-                if not resource.exists() and not resource.name.endswith(".local"):
+                if not _exists(resource) and not resource.name.endswith(".local"):
                     # Fail2Ban skips it silently; a missing .local is the usual case.
                     self.problems.append(f"{path}: [{INCLUDES}] {option}: {resource} does not exist")
                 local = Path(os.path.splitext(resource)[0] + ".local")
                 for candidate in [resource] + ([local] if local != resource else []):
-                    found += self._with_includes(candidate, chain + (path,))
+                    if candidate not in chain and candidate != path:  # X.local may be the includer
+                        found += self._with_includes(candidate, chain + (path,))
         return before + [(path, own)] + after
 
     def _merge(self, path: Path, sections: _Sections) -> None:
@@ -205,7 +221,7 @@ class Fail2BanConfig:
             raise FilterError(self.origin(section, option), f"[{section}] {option}",
                               f"references nested more than {_MAX_DEPTH} deep (a reference loop?)")
         out: list[str] = []
-        pos = 0
+        size = pos = 0
         while (percent := value.find("%", pos)) >= 0:
             out.append(value[pos:percent])
             following = value[percent + 1:percent + 2]
@@ -224,6 +240,11 @@ class Fail2BanConfig:
                                   f"refers to %({name})s, which no file read defines "
                                   f"(read: {', '.join(p.name for p in self.files)})")
             out.append(self.interpolate(section, option, found, overrides, depth + 1))
+            size += percent - pos + len(out[-1])
+            if size > MAX_VALUE:
+                raise FilterError(self.origin(section, option), f"[{section}] {option}",
+                                  f"grows beyond {MAX_VALUE:,} characters as its references are resolved "
+                                  "(references that repeat each other many times over)")
             pos = reference.end()
         out.append(value[pos:])
         return "".join(out)

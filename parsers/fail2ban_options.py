@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from parsers.fail2ban_ini import Fail2BanConfig
+from parsers.fail2ban_ini import MAX_VALUE, Fail2BanConfig
 from parsers.errors import FilterError
 
 DEFINITION = "Definition"
@@ -110,7 +110,11 @@ def substitute_tags(values: dict[str, str], lookup: Callable[[str], str | None],
                 if replacement is None:
                     found = _TAG.search(value, found.end())
                     continue
-                value = value.replace(f"<{tag}>", replacement)
+                pattern = f"<{tag}>"
+                if len(value) + value.count(pattern) * (len(replacement) - len(pattern)) > MAX_VALUE:
+                    raise FilterError(origin(key), key, f"grows beyond {MAX_VALUE:,} characters as its tags are "
+                                                        "replaced (tags that repeat each other many times over)")
+                value = value.replace(pattern, replacement)
                 replaced[tag] = replaced.get(tag, 0) + 1
                 # The replacement's own tags are next.
                 found = _TAG.search(value, found.start())

@@ -50,6 +50,8 @@ def filter_base(reference: str, directory: Path) -> Path:
     "fail2ban:NAME" (a subdirectory allowed), inside `directory`/filter.d and never outside it;
     for the path of a .conf or .local, that path."""
     name, _ = parse_reference(reference)
+    if "\x00" in name:
+        raise FilterError(reference, "", "a file name cannot hold a NUL character")
     if name.endswith((".conf", ".local")):
         name = name.rsplit(".", 1)[0]
     if not reference.startswith(PREFIX):

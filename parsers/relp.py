@@ -18,6 +18,7 @@ from parsers.syslog import excerpt
 SERVER_CLOSE = b"0 serverclose 0\n"  # the server's hint that it is closing the session
 _MAX_NUMBER_DIGITS = 9
 _MAX_COMMAND = 32
+_EXCERPT = 64  # bytes of a skipped message shown in its report
 
 
 class RelpProtocolError(Exception):
@@ -54,7 +55,8 @@ class RelpSession:
         self._software = software
         self._pending = bytearray()
         self._skip = 0  # data bytes (and the trailer) of an oversize frame still to drop
-        self._skipped: tuple[int, str] | None = None  # its txnr and excerpt, answered once skipped
+        # Its txnr and first data bytes (for the report, whatever the reads), answered once skipped.
+        self._skipped: tuple[int, bytearray] | None = None
         self.opened = False
         self.closed = False
 
@@ -69,6 +71,8 @@ class RelpSession:
             while position < len(buffer) and not out.close:
                 if self._skip:
                     taken = min(self._skip, len(buffer) - position)
+                    shown = self._skipped[1]
+                    shown += buffer[position:position + max(0, min(taken, self._skip - 1, _EXCERPT - len(shown)))]
                     self._skip -= taken
                     position += taken
                     if not self._skip:
@@ -120,8 +124,7 @@ class RelpSession:
             raise RelpProtocolError(f"frame {txnr}: DATALEN is not followed by a space")
         data_start = length_end + 1
         if command == "syslog" and length > self._max_message:
-            shown = excerpt(buffer[data_start:data_start + 64])
-            self._skip, self._skipped = length + 1, (txnr, shown)  # the data and its LF trailer
+            self._skip, self._skipped = length + 1, (txnr, bytearray())  # the data and its LF trailer
             return data_start
         if length > max(self._max_message, 64 * 1024):
             raise RelpProtocolError(f"frame {txnr} '{command}' of {length} bytes is too long")
@@ -137,7 +140,8 @@ class RelpSession:
         self._skipped = None
         if buffer[trailer] != 0x0A:
             raise RelpProtocolError(f"frame {txnr} 'syslog' does not end in LF after its data")
-        out.messages.append(FramingError(f"RELP message exceeds max_message {self._max_message} bytes", shown))
+        out.messages.append(FramingError(f"RELP message exceeds max_message {self._max_message} bytes",
+                                         excerpt(shown)))
         out.reply += response(txnr, "200 OK")
 
     def _command(self, txnr: int, command: str, data: bytes, out: RelpOutput) -> None:
