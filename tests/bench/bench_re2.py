@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_authlog  # noqa: E402  (sits next to this script, which is not in a package)
-from agent.lines import LineError, event_from_line  # noqa: E402
 from agent.regexprobe import MAX_MESSAGE, message_of, trials  # noqa: E402
 from parsers.filter import FilterRegex  # noqa: E402
 from parsers.filterfile import SHIPPED_DIR, load_filter, modes_of  # noqa: E402
 from parsers.regexlist import expand  # noqa: E402
 from parsers.syslog import file_line_tag_and_message  # noqa: E402
+from tests.filters.test_samples import sample_messages  # noqa: E402
 
 try:
     import re2
@@ -61,7 +61,6 @@ except ImportError:
     re2 = None
 
 SAMPLES = ROOT / "tests" / "filters"
-NOW = time.time()
 MIN_SAMPLE_LINES = 2_000
 # The look-aheads at the end of <HOST>'s expansion (the same for <ADDR>, <IP4>, <IP6>).
 _HOST = expand("<HOST>")
@@ -161,16 +160,6 @@ def rates_on_the_fly(engines: Engines, lines: Iterable[str]) -> tuple[list[float
 def disagreements(engines: Engines, messages: list[str]) -> int:
     return sum(host_of(engines.bare.match(m), engines.hosts) != host_of(engines.fast.match(m), engines.hosts)
                for m in messages)
-
-
-def sample_messages(name: str) -> list[str]:
-    messages = []
-    for line in (SAMPLES / f"{name}.log").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            event = event_from_line(line, NOW)
-            if not isinstance(event, LineError):
-                messages.append(event.message)
-    return messages
 
 
 def authlog_messages(lines: int, tags: frozenset[str]) -> list[str]:

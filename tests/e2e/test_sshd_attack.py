@@ -58,12 +58,15 @@ def status(agent: AgentProcess) -> dict:
     return json.loads(result.stdout)
 
 
-def config(workdir, journal: str, backend: str) -> str:
+def config(workdir, journal: str, backend: str, agent_extra: str = "") -> str:
+    """The agent beside the real sshd: jail sshd on the journal namespace `journal`, bans
+    through `backend`; `agent_extra` lines go into [agent]."""
     return f"""
 [agent]
 state_dir = "{workdir}/state"
 socket = "{workdir}/control.sock"
 backend = "{backend}"
+{agent_extra}
 [sources.journal]
 namespace = "{journal}"
 [sources.syslog]

@@ -96,6 +96,17 @@ def read_samples(path: Path) -> list[Sample]:
     return samples
 
 
+def sample_messages(name: str) -> list[str]:
+    """The messages of a filter's sample log, as the daemon would see them."""
+    messages = []
+    for line in (HERE / f"{name}.log").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            event = event_from_line(line, NOW)
+            if not isinstance(event, LineError):
+                messages.append(event.message)
+    return messages
+
+
 def cases():
     for log in sorted(HERE.glob("*.log")):
         path = find_filter(log.stem)

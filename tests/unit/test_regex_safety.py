@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.lines import LineError, event_from_line
 from agent.regexprobe import MAX_MESSAGE, Timing, check_user_filter, probe, probe_regexes, time_line, trials
 from parsers.fail2ban_filter import MAX_LINE
 from parsers.filterfile import SHIPPED_DIR, find_filter, load_filter, load_reference, modes_of
+from tests.filters.test_samples import sample_messages
 
 SAMPLES = Path(__file__).parents[1] / "filters"
-NOW = time.mktime((2026, 11, 25, 12, 0, 0, 0, 0, -1))
 # Seconds a 64 KiB line may take in one regex. The shipped regexes take a few ms on a 2-core
 # VM (about 30 ms for those whose look-ahead tries a list of names at each character), a slow
 # CI machine several times that; a quadratic regex takes seconds.
@@ -58,17 +57,6 @@ class Record:
         small = f", {self.small.seconds * 1000:.2f} ms at {self.small.length:,} (x{self.growth:.1f})" \
             if self.small is not None and self.small.length != self.last.length else ""
         return f"{self.last.describe()}{small}"
-
-
-def sample_messages(name: str) -> list[str]:
-    """The messages of the filter's sample log, as the daemon would see them."""
-    messages = []
-    for line in (SAMPLES / f"{name}.log").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            event = event_from_line(line, NOW)
-            if not isinstance(event, LineError):
-                messages.append(event.message)
-    return messages
 
 
 def any_account(name: str) -> int:
