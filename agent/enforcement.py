@@ -99,7 +99,7 @@ class _Lane:
     applying: int = 0  # operations taken from `pending` and not yet done
     failing_since: float | None = None
     problem: str | None = None  # the error while failing, for status
-    retry_in: float = _FIRST_RETRY
+    retry_in: float = field(default_factory=lambda: _FIRST_RETRY)  # read when the lane is made
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # One backend call at a time, held until the call's thread has finished, also when the task
     # that made it is cancelled: a teardown never runs beside a ban still being written.
