@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent import restore
 from agent.actions.runner import ActionRunner, build_actions, host_names
-from agent.addresses import Address, AddressSet
+from agent.addresses import Address
 from agent.bans import Ban, BanBook
 from agent.commands import Commands
 from agent.config import Config
@@ -23,7 +23,6 @@ from agent.events import LogEvent
 from agent.evidence import Evidence, Line
 from agent.fleet import Fleet, FleetError
 from agent.handcontrol import HandControl
-from agent.host import read_own_addresses
 from agent.jails import build_jails
 from agent.metrics import MetricsServer
 from agent.notify import Notifier
@@ -300,17 +299,6 @@ class Agent(HandControl):
             return
         log.warning("reloaded (SIGHUP): %s", "; ".join(changes) or "nothing changed")
 
-    async def _protect_own_addresses(self) -> None:
-        if self.sessions is not None:
-            await asyncio.to_thread(self.sessions.refresh)
-        addresses = await read_own_addresses()
-        if addresses is not None:  # None: logged; loopback stays protected
-            self.own = frozenset(addresses)
-            for source in self.sources:
-                if source.name == "syslog":  # its senders from these addresses are local processes
-                    source.local_senders.own = self.own
-        self._protect()
-
     async def start_sources(self, now: float, skip: frozenset[str] | set[str] = frozenset()) -> None:
         """Start each enabled source not named in `skip`; one that fails is logged and left out."""
         sources = self.config.sources
@@ -375,19 +363,6 @@ class Agent(HandControl):
 
     async def _keep_systemd_informed(self) -> None:
         await self.notifier.keep_informed(self._status_line)
-
-    def _protect(self) -> None:
-        sessions = self.sessions.addresses if self.sessions is not None else frozenset()
-        self.pipeline.protected = AddressSet(self.own | sessions)
-
-    async def _refresh_own_addresses(self) -> None:
-        while True:  # addresses come and go (DHCP, VPNs); a minute's lag is the cost of no netlink watch
-            for _ in range(30):
-                await asyncio.sleep(2)
-                # utmp is a small file, looked at (a stat) every 2 s: a new session is protected at once.
-                if self.sessions is not None and await asyncio.to_thread(self.sessions.refresh):
-                    self._protect()
-            await self._protect_own_addresses()
 
     async def _expire_periodically(self) -> None:
         book = self.pipeline.book

@@ -1,20 +1,23 @@
 """What people and applications ask of the running agent, on the control and report sockets:
-ban or unban by hand, report a failure, and the check that keeps a ban off protected addresses.
+ban or unban by hand, report a failure; and the addresses no ban may touch (the host's own, those
+users are logged in from), kept up to date, with the check that keeps a ban off them.
 A part of `Agent` (agent/daemon.py), kept apart so that the daemon's module stays about running."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from agent.addresses import Address, Network
+from agent.addresses import Address, AddressSet, Network
 from agent.bans import Ban, BanPolicy
 from agent.events import LogEvent
+from agent.host import read_own_addresses
 from agent.pipeline import Outcome
 from parsers.filter import Failure
 
 
 class HandControl:
-    """Mixed into Agent; uses its pipeline, banned(), lift(), fleet and _report()."""
+    """Mixed into Agent; uses its pipeline, banned(), lift(), fleet, sessions, sources and _report()."""
 
     def protection(self, jail: str, address: Address | Network) -> str | None:
         """Why `address` (or a network: anything in it) must not be banned in `jail`, or None."""
@@ -60,3 +63,27 @@ class HandControl:
             if self.fleet is not None:
                 self.fleet.publish("unban", ban, now)
         return bans
+
+    async def _protect_own_addresses(self) -> None:
+        if self.sessions is not None:
+            await asyncio.to_thread(self.sessions.refresh)
+        addresses = await read_own_addresses()
+        if addresses is not None:  # None: logged; loopback stays protected
+            self.own = frozenset(addresses)
+            for source in self.sources:
+                if source.name == "syslog":  # its senders from these addresses are local processes
+                    source.local_senders.own = self.own
+        self._protect()
+
+    def _protect(self) -> None:
+        sessions = self.sessions.addresses if self.sessions is not None else frozenset()
+        self.pipeline.protected = AddressSet(self.own | sessions)
+
+    async def _refresh_own_addresses(self) -> None:
+        while True:  # addresses come and go (DHCP, VPNs); a minute's lag is the cost of no netlink watch
+            for _ in range(30):
+                await asyncio.sleep(2)
+                # utmp is a small file, looked at (a stat) every 2 s: a new session is protected at once.
+                if self.sessions is not None and await asyncio.to_thread(self.sessions.refresh):
+                    self._protect()
+            await self._protect_own_addresses()

@@ -43,7 +43,7 @@ def test_status_and_bans_show_what_the_jail_decided(service, journal_namespace):
     assert status["dry_run"] is True and status["sources"]["journal"]["running"] is True
     assert status["jails"]["app"] | {"tracked": 0} == {
         "filter": "app", "backend": "dry run", "backend_ok": True, "backend_error": None, "active_bans": 1,
-        "tracked": 0, "failures": 2, "bans": 1, "lines_too_long": 0}
+        "tracked": 0, "failures": 2, "bans": 1, "untrusted": 0, "lines_too_long": 0}
     [ban] = answer(service, "bans")
     assert ban["address"] == "203.0.113.70" and ban["offence"] == 1 and 3590 < ban["remaining"] <= 3600
     assert answer(service, "status", "app")["banned"] == [ban | {"remaining": pytest.approx(ban["remaining"], abs=5)}]
