@@ -83,6 +83,11 @@ def _mapped_bytes() -> int:
         return 0
 
 
+# Characters of a message given to the filters: what they are proved linear on (see
+# tests/unit/test_regex_safety.py); the rest of a longer one is cut off and counted.
+MAX_MESSAGE = 65536
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -125,7 +130,7 @@ class JournalSource:
         # Files in a directory (a container's) may have been written by anyone with access to
         # it, journald's fields included; the system journal and namespaces are journald's own.
         self._trusted = config.path is None
-        self._counts = {"received": 0, "delivered": 0, "skipped_after_lost_cursor": 0, "wakeups": 0,
+        self._counts = {"received": 0, "delivered": 0, "truncated": 0, "skipped_after_lost_cursor": 0, "wakeups": 0,
                         "invalidations": 0, "errors": 0}
 
     def _open(self):
@@ -328,6 +333,9 @@ class JournalSource:
             self._skip_until_usec = -1  # past the lost cursor's time: nothing more to skip
             fields = {key: _text(value) for key, value in entry.items() if not key.startswith("__")}
             message = fields.pop("MESSAGE", "")
+            if len(message) > MAX_MESSAGE:  # any local user can write one of megabytes
+                message = message[:MAX_MESSAGE]
+                counts["truncated"] += 1
             try:
                 self._sink(LogEvent(usec / 1_000_000, "journal", message, fields, self._trusted))
             except Exception:  # a bug downstream must not stop the journal or replay the entry forever

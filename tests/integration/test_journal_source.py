@@ -170,6 +170,19 @@ def test_journald_itself_skips_entries_no_jail_wants(journal_namespace):
     assert abs(event.time - time.time()) < 10 and isinstance(position, Position)
 
 
+def test_a_message_longer_than_64_kib_reaches_the_filters_cut_and_counted(journal_namespace):
+    # Any local user can write a journal entry of megabytes; the filters are proved linear on
+    # 64 KiB (tests/unit/test_regex_safety.py), so that is what they get.
+    long = "login failed for " + "x" * 150_000 + " from 203.0.113.51"
+
+    def send():
+        journal_namespace.send(long, SYSLOG_IDENTIFIER="jwapp", JW_KIND="long")
+
+    events, stats, _ = _read_with_source(journal_namespace, [{"JW_KIND": ["long"]}], send, lambda events: events)
+    assert [event.message for event in events] == [long[:journal_module.MAX_MESSAGE]]
+    assert stats["truncated"] == 1 and stats["delivered"] == 1
+
+
 def test_an_entry_is_seen_sooner_than_journalds_own_notification(journal_namespace):
     # journald announces appends ~450 ms late; the source's poll sees them within ~20 ms. This
     # is not the benchmark (tests/bench/bench_journal.py): a median of five under 250 ms only
