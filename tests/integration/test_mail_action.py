@@ -149,8 +149,10 @@ def test_a_digest_waiting_when_the_agent_stops_is_sent_then(smtp, tmp_path):
     assert len(inbox.messages) == 1 and "203.0.113.99" in inbox.messages[0][1].get_content()
 
 
-SEND_WITH_REVERSE_DNS = """
-import asyncio, ipaddress, sys
+# The start of a script run in a mount namespace of its own (run_with_own_resolver): a mail action
+# with reverse DNS against the test's server; argv: the repository, the port, the password file, the CA.
+MAIL_SCRIPT = """
+import asyncio, ipaddress, json, sys, time
 sys.path.insert(0, sys.argv[1])
 from agent.actions import BanNotice
 from agent.actions.mail import MailAction
@@ -158,9 +160,29 @@ from agent.bans import Ban
 from agent.evidence import Line
 from parsers.filter import Failure
 
-mail = MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
-                  port=int(sys.argv[2]), username="jw", password_file=sys.argv[3], ca_file=sys.argv[4],
-                  interval=3600, timeout=5, reverse_dns=True)
+def mail_action(**options):
+    return MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
+                      port=int(sys.argv[2]), username="jw", password_file=sys.argv[3], ca_file=sys.argv[4],
+                      reverse_dns=True, **options)
+"""
+
+
+def run_with_own_resolver(tmp_path, port: int, ca, script: str, etc: dict[str, str]) -> subprocess.CompletedProcess:
+    """MAIL_SCRIPT then `script`, run by glibc's real resolver in a mount namespace where each
+    /etc/NAME of `etc` holds its text (no query leaves the machine)."""
+    binds = []
+    for name, text in etc.items():
+        (tmp_path / name).write_text(text)
+        binds.append(f"mount --bind {tmp_path / name} /etc/{name}")
+    (tmp_path / "send.py").write_text(MAIL_SCRIPT + script)
+    inner = " && ".join(binds + [f"exec {sys.executable} {tmp_path / 'send.py'} {REPO} {port} "
+                                 f"{tmp_path / 'smtp.password'} {ca}"])
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], check=True,
+                          timeout=60, capture_output=True, text=True)
+
+
+BAN_TWO = """
+mail = mail_action(interval=3600, timeout=5)
 
 async def ban_two():
     for n in (90, 91):
@@ -183,16 +205,10 @@ def test_a_ban_is_mailed_with_its_last_lines_as_logged_and_the_address_reverse_n
     require_root()
     inbox, port, ca, *_ = smtp
     mail = action(tmp_path, port, ca)  # writes the password file
-    hosts, resolv, nsswitch = tmp_path / "hosts", tmp_path / "resolv.conf", tmp_path / "nsswitch.conf"
-    hosts.write_text("127.0.0.1 localhost\n203.0.113.90 scanner-90.example.net\n")
-    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-    nsswitch.write_text("passwd: files\ngroup: files\nhosts: files dns\n")
-    script = tmp_path / "send.py"
-    script.write_text(SEND_WITH_REVERSE_DNS)
-    inner = (f"mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && "
-             f"mount --bind {nsswitch} /etc/nsswitch.conf && "
-             f"exec {sys.executable} {script} {REPO} {port} {tmp_path / 'smtp.password'} {ca}")
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], check=True, timeout=60)
+    run_with_own_resolver(tmp_path, port, ca, BAN_TWO, {
+        "hosts": "127.0.0.1 localhost\n203.0.113.90 scanner-90.example.net\n",
+        "resolv.conf": "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n"})
     assert mail.reverse_dns is False  # off unless asked for
     (_, message, _), = inbox.messages
     body = message.get_content().replace("\r\n", "\n")
@@ -203,16 +219,8 @@ def test_a_ban_is_mailed_with_its_last_lines_as_logged_and_the_address_reverse_n
     assert "      1970-01-01T00:16:44+00:00 Failed password for invalid user alice from 203.0.113.91 port 404\n" in body
 
 
-SEND_WHILE_DNS_HANGS = """
-import asyncio, ipaddress, json, sys, time
-sys.path.insert(0, sys.argv[1])
-from agent.actions import BanNotice
-from agent.actions.mail import MailAction
-from agent.bans import Ban
-
-mail = MailAction(sender="jailwarden@example.org", recipients=["admin@example.org"], host="127.0.0.1",
-                  port=int(sys.argv[2]), username="jw", password_file=sys.argv[3], ca_file=sys.argv[4],
-                  interval=0.1, timeout=2, reverse_dns=True)
+BAN_WHILE_DNS_HANGS = """
+mail = mail_action(interval=0.1, timeout=2)
 
 async def main():
     gaps, last = [], time.monotonic()
@@ -244,15 +252,10 @@ def test_a_resolver_that_never_answers_holds_up_neither_the_loop_nor_the_exit(sm
     except OSError as error:
         silent.close()
         pytest.skip(f"127.0.0.1:53 is taken ({error.strerror}): cannot stand in for a silent name server")
-    resolv, nsswitch, script = tmp_path / "resolv.conf", tmp_path / "nsswitch.conf", tmp_path / "send.py"
-    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
-    nsswitch.write_text("passwd: files\ngroup: files\nhosts: dns\n")
-    script.write_text(SEND_WHILE_DNS_HANGS)
-    inner = (f"mount --bind {resolv} /etc/resolv.conf && mount --bind {nsswitch} /etc/nsswitch.conf && "
-             f"exec {sys.executable} {script} {REPO} {port} {tmp_path / 'smtp.password'} {ca}")
     try:
-        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], check=True,
-                              timeout=60, capture_output=True, text=True)
+        done = run_with_own_resolver(tmp_path, port, ca, BAN_WHILE_DNS_HANGS, {
+            "resolv.conf": "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n",
+            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: dns\n"})
     finally:
         silent.close()
     figures = {key: value for line in done.stdout.splitlines() for key, value in json.loads(line).items()}
