@@ -4,16 +4,16 @@ form fields ip, categories, comment, timestamp; the key in the `Key` header).
 What leaves the host is the address, the jail's categories, the ban's time and a comment: the
 jail's name, the ban's reason (a count of failures and a filter's name) and the lines that led to
 the ban with every user name, other address, host name of ours, e-mail address and query string
-replaced (agent/evidence.py), up to AbuseIPDB's 1,024 characters. AbuseIPDB takes one report per address per 15
-minutes and a daily quota (1,000 on the free plan): an address reported within `interval` is not
-sent again, and beyond `daily_limit` reports a UTC day nothing is sent until the next day. A
-network (a prefix ban) is not reported: the API takes single addresses.
+replaced (agent/evidence.py), up to AbuseIPDB's 1,024 characters. AbuseIPDB takes one report per
+address per 15 minutes and a daily quota (1,000 on the free plan): an address reported within
+`interval` is not sent again, and beyond `daily_limit` reports a UTC day nothing is sent until
+the next day (agent/actions/pacing.py). A network (a prefix ban) is not reported: the API takes
+single addresses.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.error
 import urllib.parse
@@ -24,8 +24,6 @@ from agent.actions import ActionError, ActionFailed, BanNotice
 from agent.actions.http import MAX_ANSWER, post
 from agent.actions.pacing import Pacing
 from agent.secrets import SecretError, read_secret
-
-log = logging.getLogger("jailwarden.actions")
 
 API = "https://api.abuseipdb.com/api/v2/report"
 MAX_COMMENT = 1024  # characters AbuseIPDB takes

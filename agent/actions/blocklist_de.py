@@ -85,6 +85,7 @@ class BlocklistDeAction:
             raise ActionFailed(f"blocklist.de refused the report: {_describe(result['error'])}", permanent=True)
         raise ActionFailed(f"blocklist.de at {self.url}: unexpected answer {answer[:100]!r}")
 
+
 def _describe(error: object) -> str:
     if isinstance(error, dict):
         return "; ".join(f"{key}: {value}" for key, value in error.items())[:300]
