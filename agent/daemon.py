@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from agent import restore
-from agent.actions.runner import ActionRunner, build_actions, host_names
+from agent.actions.runner import ActionRunner, build_actions
 from agent.addresses import Address
 from agent.bans import Ban, BanBook
 from agent.commands import Commands
@@ -23,6 +23,7 @@ from agent.events import LogEvent
 from agent.evidence import Evidence, Line
 from agent.fleet import Fleet, FleetError
 from agent.handcontrol import HandControl
+from agent.host import host_names
 from agent.jails import build_jails
 from agent.metrics import MetricsServer
 from agent.notify import Notifier

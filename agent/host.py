@@ -1,11 +1,13 @@
 """Facts about this host: its own addresses, read from the kernel over netlink (they are never
-banned, and a syslog sender using one of them is a local process), and its accounts' uids."""
+banned, and a syslog sender using one of them is a local process), its names (kept out of the
+log lines that leave it), and its accounts' uids."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import pwd
+import socket
 
 from agent.addresses import Address, normalise
 
@@ -48,3 +50,10 @@ def account_uid(name: str) -> int | None:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
         return None
+
+
+def host_names() -> tuple[str, ...]:
+    """This host's names: its hostname, its fully qualified name (which may ask DNS) and that
+    name's first label."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    return tuple(sorted(names | {name.split(".")[0] for name in names}))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,12 +51,6 @@ def build_actions(tables: dict[str, dict], wanted: set[str]) -> tuple[dict[str, 
         except (ActionError, TypeError, ValueError, OSError) as error:
             problems.append(f"action {name}: not started: {error}")
     return actions, problems
-
-
-def host_names() -> tuple[str, ...]:
-    """This host's names: its hostname, its fully qualified name and that name's first label."""
-    names = {socket.gethostname(), socket.getfqdn()}
-    return tuple(sorted(names | {name.split(".")[0] for name in names}))
 
 
 class ActionRunner:
