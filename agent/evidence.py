@@ -56,7 +56,8 @@ class Line:
 
     @classmethod
     def of(cls, failure: Failure, hostnames: Iterable[str] = ()) -> Line:
-        return cls(failure.time, _cut(failure.message, MAX_LINE), public(_trimmed(failure), hostnames))
+        kept = _trimmed(failure)  # the same text for both: the mail shows what the report was made of
+        return cls(kept.time, kept.message, public(kept, hostnames))
 
     def text(self) -> str:
         return f"{_iso(self.time)} {_CONTROL.sub(' ', self.message)}"
