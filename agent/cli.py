@@ -164,9 +164,9 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here: test-filter, whose start-up time counts in every benchmark, needs none of it.
-    from agent.config import ConfigErrors, load_config
+    from agent.config import ConfigErrors
     from agent.jails import filter_warnings, load_jail_filter
-    from agent.permissions import configuration_problems
+    from agent.permissions import load_trusted_config
     from agent.regexprobe import check_user_filter
 
     path = Path(args.config)
@@ -181,10 +181,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return None
 
     try:
-        config = load_config(path, check_filter=filter_problem)
-        unsafe = configuration_problems(path, config)
-        if unsafe:
-            raise ConfigErrors(unsafe)
+        config = load_trusted_config(path, check_filter=filter_problem)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=sys.stderr)
@@ -240,9 +237,9 @@ class _StderrFormat(logging.Formatter):
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agent.config import ConfigErrors, load_config
+    from agent.config import ConfigErrors
     from agent.daemon import Agent
-    from agent.permissions import configuration_problems
+    from agent.permissions import load_trusted_config
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_StderrFormat())
@@ -251,10 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("jailwarden").setLevel(getattr(logging, args.log_level.upper()))
     path = Path(args.config)
     try:
-        config = load_config(path)
-        unsafe = configuration_problems(path, config)
-        if unsafe:
-            raise ConfigErrors(unsafe)
+        config = load_trusted_config(path)
     except ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=sys.stderr)

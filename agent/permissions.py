@@ -24,6 +24,18 @@ if TYPE_CHECKING:
     from agent.config import Config
 
 
+def load_trusted_config(path: Path, **options: object) -> Config:
+    """load_config(path, **options), refused as well (ConfigErrors) when a user other than root
+    could have written any of it: what the agent loads to run, check-config and reload."""
+    from agent.config import ConfigErrors, load_config
+
+    config = load_config(path, **options)
+    unsafe = configuration_problems(path, config)
+    if unsafe:
+        raise ConfigErrors(unsafe)
+    return config
+
+
 def configuration_problems(config_path: Path, config: Config) -> list[str]:
     """What of the configuration at `config_path` (its file, jail.d, filter.d, and the filters
     its jails name by path or from Fail2Ban's filter.d) others could have written."""

@@ -19,11 +19,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from agent.config import ConfigErrors, load_config
-from agent.permissions import configuration_problems
+from agent.config import ConfigErrors
 from agent.control import ControlError
 from agent.enforcement import backend_settings, build_backends
 from agent.jails import build_jails
+from agent.permissions import load_trusted_config
 from agent.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -39,10 +39,7 @@ async def reload(agent: Agent) -> list[str]:
     if agent.config_path is None:
         raise ControlError("the agent was started without a configuration file to read again")
     try:
-        config = await asyncio.to_thread(load_config, agent.config_path)
-        unsafe = await asyncio.to_thread(configuration_problems, agent.config_path, config)
-        if unsafe:
-            raise ConfigErrors(unsafe)
+        config = await asyncio.to_thread(load_trusted_config, agent.config_path)
     except ConfigErrors as errors:
         raise ControlError("configuration not reloaded, the running one is kept: "
                            + "; ".join(str(error) for error in errors.errors)) from None
